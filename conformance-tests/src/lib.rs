@@ -154,7 +154,14 @@ fn busybox_applets() -> &'static [String] {
 /// applet, minimal /etc/passwd and /etc/group, and the usual empty dirs.
 pub fn build_rootfs(dir: &Path) {
     for d in [
-        "bin", "etc", "tmp", "root", "proc", "sys", "dev", "home/user",
+        "bin",
+        "etc",
+        "tmp",
+        "root",
+        "proc",
+        "sys",
+        "dev",
+        "home/user",
     ] {
         fs::create_dir_all(dir.join(d)).expect("create rootfs dir");
     }
@@ -531,7 +538,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(t0.elapsed() < timeout, "timed out after {timeout:?}: {what}");
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -578,13 +588,15 @@ impl ConsoleSocket {
 
     /// Accept one connection and receive the pty master fd it carries.
     pub fn recv_master(&self, timeout: Duration) -> OwnedFd {
-        let stream = wait_for(timeout, "runtime to connect to --console-socket", || {
-            match self.listener.accept() {
+        let stream = wait_for(
+            timeout,
+            "runtime to connect to --console-socket",
+            || match self.listener.accept() {
                 Ok((st, _)) => Some(st),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
                 Err(e) => panic!("accept on console socket: {e}"),
-            }
-        });
+            },
+        );
         stream.set_nonblocking(false).expect("blocking stream");
         stream
             .set_read_timeout(Some(timeout))
@@ -634,9 +646,7 @@ pub fn read_pty(master: &OwnedFd, timeout: Duration) -> String {
             break;
         }
         match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EINTR) => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
+            Some(libc::EAGAIN) | Some(libc::EINTR) => std::thread::sleep(Duration::from_millis(10)),
             _ => break, // EIO: every slave fd is closed
         }
     }

@@ -91,8 +91,7 @@ fn malformed_config_fails_with_error() {
         let id = ctx.id(name);
         let out = ctx.rt_fail(&["create", "--bundle", &s(&b), &id]);
         assert!(
-            !out.stderr.trim().is_empty()
-                || log_lines(&ctx).iter().any(|l| l["level"] == "error"),
+            !out.stderr.trim().is_empty() || log_lines(&ctx).iter().any(|l| l["level"] == "error"),
             "{name}: failure without any error message: {}",
             ctx.explain(&out)
         );
@@ -130,7 +129,9 @@ fn missing_entrypoint_logs_json_error() {
     let lines = log_lines(&ctx);
     assert!(
         lines.iter().any(|l| l["level"] == "error"
-            && l["msg"].as_str().is_some_and(|m| m.contains("/nonexistent"))),
+            && l["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("/nonexistent"))),
         "no {{\"level\":\"error\"}} log line whose msg names /nonexistent:\n{}",
         ctx.log_text()
     );
@@ -161,7 +162,9 @@ fn log_format_json_lines_are_logrus_objects() {
     let lines = log_lines(&ctx);
     assert!(lines.len() >= 3, "expected log lines: {}", ctx.log_text());
     for l in &lines {
-        let level = l["level"].as_str().unwrap_or_else(|| panic!("no level: {l}"));
+        let level = l["level"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no level: {l}"));
         assert!(
             ["trace", "debug", "info", "warning", "error", "fatal", "panic"].contains(&level),
             "level must be a lowercase logrus level: {l}"

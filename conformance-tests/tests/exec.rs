@@ -126,7 +126,10 @@ fn exec_detach_pid_file() {
     });
     let out = ctx.rt_ok(&["ps", "--format", "json", &id]);
     let pids: Vec<i64> = serde_json::from_str(&out.stdout).expect("ps json");
-    assert!(pids.contains(&(pid as i64)), "ps {pids:?} lacks exec pid {pid}");
+    assert!(
+        pids.contains(&(pid as i64)),
+        "ps {pids:?} lacks exec pid {pid}"
+    );
 }
 
 #[test]

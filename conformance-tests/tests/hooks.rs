@@ -181,7 +181,11 @@ fn hooks_order_namespaces_and_state() {
         let st = hook_state(&hb.out, stage);
         assert_eq!(st["id"], id.as_str(), "{stage} state: {st}");
         assert_eq!(st["status"], status, "{stage} state: {st}");
-        assert_eq!(st["bundle"].as_str(), Some(bundle.as_str()), "{stage}: {st}");
+        assert_eq!(
+            st["bundle"].as_str(),
+            Some(bundle.as_str()),
+            "{stage}: {st}"
+        );
         assert!(st["ociVersion"].is_string(), "{stage}: {st}");
     }
     // Runtime-namespace hooks during create see the host pid of the init.

@@ -252,8 +252,9 @@ fn ps_json_lists_host_pids() {
     let init = ctx.pid(&id);
     let pids: Vec<i64> = wait_for(T, "ps to show the init and its child", || {
         let out = ctx.rt_ok(&["ps", "--format", "json", &id]);
-        let v: Vec<i64> = serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("ps --format json is not a pid array ({e}): {}", out.stdout));
+        let v: Vec<i64> = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+            panic!("ps --format json is not a pid array ({e}): {}", out.stdout)
+        });
         (v.len() >= 2).then_some(v)
     });
     assert!(pids.contains(&(init as i64)), "{pids:?} lacks init {init}");
