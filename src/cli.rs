@@ -266,7 +266,7 @@ pub struct Spec {
     #[arg(short, long)]
     pub bundle: Option<PathBuf>,
     /// generate a configuration for a rootless container
-    #[arg(long)]
+    #[arg(long = "rootless", id = "spec_rootless")]
     pub rootless: bool,
 }
 
