@@ -118,7 +118,11 @@ fn ofd(fd: i32, cmd: i32, ty: i32, start: u64) -> io::Result<libc::flock> {
 
 /// Try to take an OFD byte lock (`F_OFD_SETLK`); Ok(false) if someone else holds it.
 pub fn ofd_try_lock(file: &File, start: u64, exclusive: bool) -> io::Result<bool> {
-    let ty = if exclusive { libc::F_WRLCK } else { libc::F_RDLCK };
+    let ty = if exclusive {
+        libc::F_WRLCK
+    } else {
+        libc::F_RDLCK
+    };
     match ofd(file.as_raw_fd(), libc::F_OFD_SETLK, ty, start) {
         Ok(_) => Ok(true),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => Ok(false),
@@ -196,8 +200,7 @@ pub struct Kv(pub Vec<(String, String)>);
 
 impl Kv {
     pub fn parse(s: &str) -> Kv {
-        Kv(s
-            .lines()
+        Kv(s.lines()
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
             .filter_map(|l| {
                 l.split_once('=')
@@ -394,7 +397,11 @@ impl Topology {
             .and_then(|s| {
                 s.lines()
                     .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|x| x.parse::<u64>().ok()))
+                    .and_then(|l| {
+                        l.split_whitespace()
+                            .nth(1)
+                            .and_then(|x| x.parse::<u64>().ok())
+                    })
             })
             .map(|kb| kb * 1024)
             .unwrap_or(1 << 30);
@@ -432,7 +439,10 @@ impl Topology {
         {
             t.cpus = c;
         }
-        if let Some(m) = std::env::var("LWK_SIM_MEM").ok().and_then(|v| parse_size(&v)) {
+        if let Some(m) = std::env::var("LWK_SIM_MEM")
+            .ok()
+            .and_then(|v| parse_size(&v))
+        {
             t.mem = m;
         }
         if let Some(n) = std::env::var("LWK_SIM_NUMA")
@@ -450,7 +460,9 @@ impl Topology {
         (cpu as u64 * self.numa as u64 / self.cpus as u64) as u32
     }
     pub fn cpus_of(&self, node: u32) -> Vec<u32> {
-        (0..self.cpus).filter(|c| self.node_of(*c) == node).collect()
+        (0..self.cpus)
+            .filter(|c| self.node_of(*c) == node)
+            .collect()
     }
     pub fn node_mem(&self) -> u64 {
         self.mem / self.numa as u64
@@ -681,7 +693,10 @@ mod tests {
         let f = Fault::parse("boot_slow always 1500 # comment").unwrap();
         assert!(f.always);
         assert_eq!(f.param_ms(0), 1500);
-        assert_eq!(Fault::parse("boot_panic").unwrap().render(), "boot_panic once");
+        assert_eq!(
+            Fault::parse("boot_panic").unwrap().render(),
+            "boot_panic once"
+        );
         assert!(Fault::parse("  # only comment").is_none());
     }
 }

@@ -277,7 +277,11 @@ fn ihkconfig_usage(argv0: &str) {
 
 /// C `atoi`: leading digits, else 0.
 pub fn atoi(s: &str) -> u32 {
-    let d: String = s.trim().chars().take_while(|c| c.is_ascii_digit()).collect();
+    let d: String = s
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     d.parse().unwrap_or(0)
 }
 
@@ -297,7 +301,10 @@ pub fn ihkconfig(argv: &[String]) -> i32 {
     }
     // The real tool opens /dev/mcd<N> O_RDWR; our file is mode 0600 like the node.
     if let Err(e) = OpenOptions::new().read(true).write(true).open(&mcd) {
-        eprintln!("open: {}", strerror(e.raw_os_error().unwrap_or(libc::ENOENT)));
+        eprintln!(
+            "open: {}",
+            strerror(e.raw_os_error().unwrap_or(libc::ENOENT))
+        );
         return 1;
     }
     let t = Topology::load();
@@ -467,7 +474,11 @@ fn do_reserve(argv: &[String], t: &Topology) -> i32 {
 
 fn reserve_cpus(cpus: &[u32], t: &Topology) -> i32 {
     if let Some(f) = take_fault(&["reserve_ebusy", "reserve_enomem"]) {
-        return if f.name == "reserve_ebusy" { EBUSY } else { ENOMEM };
+        return if f.name == "reserve_ebusy" {
+            EBUSY
+        } else {
+            ENOMEM
+        };
     }
     let Ok(_g) = root_lock() else { return EBUSY };
     let mut h = load_host(t);
@@ -493,7 +504,11 @@ fn node_cap(t: &Topology) -> u64 {
 
 fn reserve_mem(reqs: &[MemReq], t: &Topology) -> i32 {
     if let Some(f) = take_fault(&["reserve_ebusy", "reserve_enomem"]) {
-        return if f.name == "reserve_ebusy" { EBUSY } else { ENOMEM };
+        return if f.name == "reserve_ebusy" {
+            EBUSY
+        } else {
+            ENOMEM
+        };
     }
     let Ok(_g) = root_lock() else { return EBUSY };
     let mut h = load_host(t);
@@ -548,9 +563,7 @@ fn do_release(argv: &[String], t: &Topology) -> i32 {
         }
         "mem" => {
             if spec == "all" {
-                for n in 0..h.mem.len() {
-                    h.mem[n] = amem[n];
-                }
+                h.mem.copy_from_slice(&amem);
             } else {
                 let Some(reqs) = parse_memlist(spec) else {
                     println!("do_release,get num of requested mems failed");
@@ -565,9 +578,7 @@ fn do_release(argv: &[String], t: &Topology) -> i32 {
                     match r.size {
                         Some(s) if s <= avail => h.mem[n] -= s,
                         None if r.numa == u32::MAX => {
-                            for n in 0..h.mem.len() {
-                                h.mem[n] = amem[n];
-                            }
+                            h.mem.copy_from_slice(&amem);
                         }
                         None if n < h.mem.len() => h.mem[n] = amem[n],
                         _ => {
@@ -675,7 +686,10 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
     let file = match open_instance(&path, write).or_else(|_| open_instance(&path, false)) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("open: {}", strerror(e.raw_os_error().unwrap_or(libc::ENOENT)));
+            eprintln!(
+                "open: {}",
+                strerror(e.raw_os_error().unwrap_or(libc::ENOENT))
+            );
             return 1;
         }
     };

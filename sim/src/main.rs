@@ -50,7 +50,9 @@ fn usage() -> i32 {
 fn install(args: &[String]) -> i32 {
     let prefix = match args {
         [flag, dir] if flag == "--prefix" => std::path::PathBuf::from(dir),
-        [one] if one.starts_with("--prefix=") => std::path::PathBuf::from(&one["--prefix=".len()..]),
+        [one] if one.starts_with("--prefix=") => {
+            std::path::PathBuf::from(&one["--prefix=".len()..])
+        }
         _ => {
             eprintln!("Usage: lwk-sim install --prefix DIR");
             return 2;
@@ -77,7 +79,10 @@ fn install(args: &[String]) -> i32 {
         std::fs::create_dir_all(img.parent().unwrap_or(&prefix))?;
         std::fs::write(
             &img,
-            format!("# lwk-sim McKernel image (not a kernel)\nbuildid={}\n", common::BUILDID),
+            format!(
+                "# lwk-sim McKernel image (not a kernel)\nbuildid={}\n",
+                common::BUILDID
+            ),
         )?;
         Ok(())
     })();
@@ -107,7 +112,11 @@ fn main() {
     };
     let _ = CALL.set((tool.clone(), args.clone()));
     // C-style argv for tools that print their own name.
-    let mut cargv = vec![if TOOLS.contains(&name.as_str()) { argv[0].clone() } else { tool.clone() }];
+    let mut cargv = vec![if TOOLS.contains(&name.as_str()) {
+        argv[0].clone()
+    } else {
+        tool.clone()
+    }];
     cargv.extend(args.iter().cloned());
     let code = match tool.as_str() {
         "ihkconfig" => ihk::ihkconfig(&cargv),

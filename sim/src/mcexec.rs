@@ -248,7 +248,11 @@ fn reexec_once(argv: &[String]) {
 
 fn instance_fault(dev: &File) -> Option<crate::common::Fault> {
     ihk::with_instance(dev, |kv| {
-        let faults: Vec<Fault> = kv.all("fault").iter().filter_map(|l| Fault::parse(l)).collect();
+        let faults: Vec<Fault> = kv
+            .all("fault")
+            .iter()
+            .filter_map(|l| Fault::parse(l))
+            .collect();
         let found = faults.iter().find(|f| f.name == "mcexec_crash").cloned()?;
         if !found.always {
             kv.remove_all("fault");
@@ -291,7 +295,10 @@ fn join_group(dev: &File, n: u32, nspid: u64, cpus: &[u32]) -> Result<Vec<u32>, 
             r.1,
             r.2,
             r.3,
-            r.4.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",")
+            r.4.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         )
     };
     let joined = ihk::with_instance(dev, |kv| {
@@ -300,10 +307,7 @@ fn join_group(dev: &File, n: u32, nspid: u64, cpus: &[u32]) -> Result<Vec<u32>, 
         recs.retain(|r| r.4.iter().any(|p| ofd_held(dev, PPD_BASE + p)));
         let batch;
         let order;
-        if let Some(r) = recs
-            .iter_mut()
-            .find(|r| r.0 == ppid && r.2 == n && r.3 < n)
-        {
+        if let Some(r) = recs.iter_mut().find(|r| r.0 == ppid && r.2 == n && r.3 < n) {
             order = r.3;
             r.3 += 1;
             r.4.push(nspid);

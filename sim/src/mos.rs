@@ -106,11 +106,17 @@ fn render_resv(r: &Resv) -> String {
 }
 
 fn fmt_bytes(v: &[u64]) -> String {
-    v.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(" ")
+    v.iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn parse_bytes(s: &str, numa: usize) -> Vec<u64> {
-    let mut v: Vec<u64> = s.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let mut v: Vec<u64> = s
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
     v.resize(numa, 0);
     v
 }
@@ -218,7 +224,8 @@ fn lwkctl_usage() {
 
 pub fn lwkctl(args: &[String]) -> i32 {
     let mut create: Option<String> = None;
-    let (mut delete, mut show, mut raw, mut force, mut precise) = (false, false, false, false, false);
+    let (mut delete, mut show, mut raw, mut force, mut precise) =
+        (false, false, false, false, false);
     let mut timeout = 300u64;
     let mut i = 0;
     while i < args.len() {
@@ -390,7 +397,10 @@ fn create_partition(dir: &Path, spec: &str) -> Result<(), String> {
                     }
                 }
                 if lwk.iter().any(|c| *c == 0 || *c >= t.cpus) {
-                    return Err(format!("invalid lwkcpus: {} (CPU 0 and CPUs >= {} cannot be LWK CPUs)", v, t.cpus));
+                    return Err(format!(
+                        "invalid lwkcpus: {} (CPU 0 and CPUs >= {} cannot be LWK CPUs)",
+                        v, t.cpus
+                    ));
                 }
                 cfg.push(tok.to_string());
             }
@@ -552,12 +562,19 @@ fn parse_yod(args: &[String]) -> Result<YodOpts, i32> {
                 i += 1;
                 match args.get(i) {
                     Some(v) => Some(v.clone()),
-                    None => return Err(abort(libc::EINVAL, &format!("option '{}' requires an argument", a))),
+                    None => {
+                        return Err(abort(
+                            libc::EINVAL,
+                            &format!("option '{}' requires an argument", a),
+                        ))
+                    }
                 }
             } else {
                 val
             };
-            let key = short.map(|c| c.to_string()).unwrap_or_else(|| name.to_string());
+            let key = short
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| name.to_string());
             apply(&mut o, &key, v)?;
             i += 1;
             continue;
@@ -577,7 +594,12 @@ fn parse_yod(args: &[String]) -> Result<YodOpts, i32> {
                 i += 1;
                 match args.get(i) {
                     Some(v) => v.clone(),
-                    None => return Err(abort(libc::EINVAL, &format!("option requires an argument -- '{}'", c))),
+                    None => {
+                        return Err(abort(
+                            libc::EINVAL,
+                            &format!("option requires an argument -- '{}'", c),
+                        ))
+                    }
                 }
             };
             apply(&mut o, c, Some(v))?;
@@ -621,13 +643,20 @@ fn amount(s: &str, allow_size: bool) -> Result<Amount, i32> {
     if s == "MPI" {
         return match mpi_rank() {
             Some((_, n)) if n > 0 => Ok(Amount::Frac(1.0 / n as f64)),
-            _ => Err(abort(libc::EINVAL, "MPI resources need MPI_LOCALRANKID and MPI_LOCALNRANKS")),
+            _ => Err(abort(
+                libc::EINVAL,
+                "MPI resources need MPI_LOCALRANKID and MPI_LOCALNRANKS",
+            )),
         };
     }
     if let Some(f) = parse_frac(s) {
         return Ok(Amount::Frac(f));
     }
-    let n = if allow_size { parse_size(s) } else { s.parse().ok() };
+    let n = if allow_size {
+        parse_size(s)
+    } else {
+        s.parse().ok()
+    };
     n.map(Amount::Count)
         .ok_or_else(|| abort(libc::EINVAL, &format!("invalid value: {}", s)))
 }
@@ -667,25 +696,39 @@ fn select(o: &YodOpts, p: &Part) -> Result<(Vec<u32>, Vec<u64>), i32> {
             return Ok(avail.clone());
         }
         if n > p.lwkcpus.len() || n == 0 {
-            return Err(abort(libc::EINVAL, &format!("{} LWK CPUs requested, {} designated", n, p.lwkcpus.len())));
+            return Err(abort(
+                libc::EINVAL,
+                &format!("{} LWK CPUs requested, {} designated", n, p.lwkcpus.len()),
+            ));
         }
         if n > avail.len() {
-            return Err(abort(libc::EBUSY, &format!("{} LWK CPUs requested, {} available", n, avail.len())));
+            return Err(abort(
+                libc::EBUSY,
+                &format!("{} LWK CPUs requested, {} available", n, avail.len()),
+            ));
         }
         Ok(avail[..n].to_vec())
     };
     let (cpu_amt, mem_amt): (Option<Amount>, Amount) = if let Some(r) = &o.r {
         if o.c.is_some() || o.cores.is_some() || o.m.is_some() {
-            return Err(abort(libc::EINVAL, "-R cannot be combined with -c, -C or -M"));
+            return Err(abort(
+                libc::EINVAL,
+                "-R cannot be combined with -c, -C or -M",
+            ));
         }
         if r.starts_with("file:") {
-            return Err(abort(libc::EINVAL, "-R file: maps are not supported by lwk-sim"));
+            return Err(abort(
+                libc::EINVAL,
+                "-R file: maps are not supported by lwk-sim",
+            ));
         }
         let a = amount(r, false)?;
         let m = match &a {
             Amount::All => Amount::All,
             Amount::Frac(f) => Amount::Frac(*f),
-            Amount::Count(_) => return Err(abort(libc::EINVAL, &format!("invalid -R value: {}", r))),
+            Amount::Count(_) => {
+                return Err(abort(libc::EINVAL, &format!("invalid -R value: {}", r)))
+            }
         };
         (Some(a), m)
     } else if o.c.is_some() || o.cores.is_some() || o.m.is_some() {
@@ -710,7 +753,9 @@ fn select(o: &YodOpts, p: &Part) -> Result<(Vec<u32>, Vec<u64>), i32> {
         } else if let Some(hex) = list.strip_prefix("0x").or_else(|| list.strip_prefix("0X")) {
             let mut v = Vec::new();
             for (i, ch) in hex.chars().rev().enumerate() {
-                let d = ch.to_digit(16).ok_or_else(|| abort(libc::EINVAL, &format!("invalid CPU mask: {}", list)))?;
+                let d = ch
+                    .to_digit(16)
+                    .ok_or_else(|| abort(libc::EINVAL, &format!("invalid CPU mask: {}", list)))?;
                 for b in 0..4 {
                     if d & (1 << b) != 0 {
                         v.push((i * 4 + b) as u32);
@@ -719,13 +764,20 @@ fn select(o: &YodOpts, p: &Part) -> Result<(Vec<u32>, Vec<u64>), i32> {
             }
             v
         } else {
-            parse_cpulist(list).ok_or_else(|| abort(libc::EINVAL, &format!("invalid CPU list: {}", list)))?
+            parse_cpulist(list)
+                .ok_or_else(|| abort(libc::EINVAL, &format!("invalid CPU list: {}", list)))?
         };
         if want.is_empty() || want.iter().any(|c| !p.lwkcpus.contains(c)) {
-            return Err(abort(libc::EINVAL, &format!("CPUs {} are not all LWK CPUs", list)));
+            return Err(abort(
+                libc::EINVAL,
+                &format!("CPUs {} are not all LWK CPUs", list),
+            ));
         }
         if want.iter().any(|c| reserved.contains(c)) {
-            return Err(abort(libc::EBUSY, &format!("CPUs {} are already reserved", list)));
+            return Err(abort(
+                libc::EBUSY,
+                &format!("CPUs {} are already reserved", list),
+            ));
         }
         want
     } else {
@@ -739,10 +791,20 @@ fn select(o: &YodOpts, p: &Part) -> Result<(Vec<u32>, Vec<u64>), i32> {
         Amount::Count(b) => b,
     };
     if want_mem > total_mem {
-        return Err(abort(libc::EINVAL, &format!("{} bytes requested, {} designated", want_mem, total_mem)));
+        return Err(abort(
+            libc::EINVAL,
+            &format!("{} bytes requested, {} designated", want_mem, total_mem),
+        ));
     }
     if want_mem > memavail.iter().sum::<u64>() {
-        return Err(abort(libc::EBUSY, &format!("{} bytes requested, {} available", want_mem, memavail.iter().sum::<u64>())));
+        return Err(abort(
+            libc::EBUSY,
+            &format!(
+                "{} bytes requested, {} available",
+                want_mem,
+                memavail.iter().sum::<u64>()
+            ),
+        ));
     }
     // Memory from the chosen CPUs' NUMA nodes first.
     let t = Topology::load();
@@ -772,7 +834,8 @@ fn rank_turn(rank: u32, timeout: Duration) -> Result<Flock, i32> {
     let path = PathBuf::from(format!("/tmp/yod.local.lock.{}", user));
     let start = Instant::now();
     loop {
-        let g = Flock::exclusive(&path).map_err(|e| abort(-1, &format!("{}: {}", path.display(), e)))?;
+        let g = Flock::exclusive(&path)
+            .map_err(|e| abort(-1, &format!("{}: {}", path.display(), e)))?;
         let turn: u32 = read_fd(&g.file)
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -782,7 +845,10 @@ fn rank_turn(rank: u32, timeout: Duration) -> Result<Flock, i32> {
         }
         drop(g);
         if start.elapsed() >= timeout {
-            return Err(abort(libc::EBUSY, &format!("timed out waiting for rank {} before rank {}", turn, rank)));
+            return Err(abort(
+                libc::EBUSY,
+                &format!("timed out waiting for rank {} before rank {}", turn, rank),
+            ));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -803,7 +869,10 @@ pub fn yod(args: &[String]) -> i32 {
         Ok(o) => o,
         Err(c) => return c,
     };
-    if let Some(v) = std::env::var("YOD_VERBOSE").ok().and_then(|v| v.parse().ok()) {
+    if let Some(v) = std::env::var("YOD_VERBOSE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         o.verbose = o.verbose.max(v);
     }
     if o.cmd.is_empty() {
@@ -838,8 +907,12 @@ pub fn yod(args: &[String]) -> i32 {
     let Ok(mut part) = Part::load(&dir) else {
         return abort(-1, &format!("cannot read {}", dir.display()));
     };
-    let fault = take_fault(&["yod_ebusy", "yod_enomem", "yod_einval"])
-        .or_else(|| take_fault_in_file(&dir.join(".lwk-sim-faults"), &["yod_ebusy", "yod_enomem", "yod_einval"]));
+    let fault = take_fault(&["yod_ebusy", "yod_enomem", "yod_einval"]).or_else(|| {
+        take_fault_in_file(
+            &dir.join(".lwk-sim-faults"),
+            &["yod_ebusy", "yod_enomem", "yod_einval"],
+        )
+    });
     let sel = match fault.as_ref().map(|f| f.name.as_str()) {
         Some("yod_ebusy") => Err(abort(libc::EBUSY, "simulated fault: resources busy")),
         Some("yod_enomem") => Err(abort(libc::ENOMEM, "simulated fault: out of memory")),
@@ -867,8 +940,14 @@ pub fn yod(args: &[String]) -> i32 {
     }
     // The owner marker: an fd without O_CLOEXEC, locked at PPD_BASE + slot,
     // inherited by the program across execvp.
-    let slot = (0u64..).find(|s| !part.resv.iter().any(|r| r.slot == *s)).unwrap_or(0);
-    let owner = match OpenOptions::new().read(true).write(true).open(dir.join(".reservations")) {
+    let slot = (0u64..)
+        .find(|s| !part.resv.iter().any(|r| r.slot == *s))
+        .unwrap_or(0);
+    let owner = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join(".reservations"))
+    {
         Ok(f) => f,
         Err(e) => return abort(-1, &format!("opening reservations: {}", e)),
     };
@@ -887,7 +966,12 @@ pub fn yod(args: &[String]) -> i32 {
         .and_then(|_| w("lwkcpus_request", fmt_cpulist(&cpus)))
         .and_then(|_| w("lwkmem_request", fmt_bytes(&mem)))
         .and_then(|_| w("lwkcpus_sequence", fmt_cpulist(&cpus)))
-        .and_then(|_| w("lwk_util_threads", o.util.clone().unwrap_or_else(|| "0".into())))
+        .and_then(|_| {
+            w(
+                "lwk_util_threads",
+                o.util.clone().unwrap_or_else(|| "0".into()),
+            )
+        })
         .and_then(|_| w("lwk_options", o.opts.join(" ")));
     if let Err(e) = res {
         return abort(-1, &format!("writing reservation: {}", e));

@@ -11,11 +11,17 @@ use std::time::Duration;
 
 /// Run one of our tools under its own name; returns (exit code, stdout).
 fn tool(name: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new("/proc/self/exe").arg0(name).args(args).output();
+    let out = Command::new("/proc/self/exe")
+        .arg0(name)
+        .args(args)
+        .output();
     match out {
         Ok(o) => {
             eprint!("{}", String::from_utf8_lossy(&o.stderr));
-            (o.status.code().unwrap_or(255), String::from_utf8_lossy(&o.stdout).trim().to_string())
+            (
+                o.status.code().unwrap_or(255),
+                String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            )
         }
         Err(e) => {
             eprintln!("{}: {}", name, e);
@@ -44,7 +50,11 @@ pub fn image_path() -> PathBuf {
 fn upper_half_of_node0() -> String {
     let t = Topology::load();
     let n0 = t.cpus_of(0);
-    let half: Vec<u32> = n0[n0.len() / 2..].iter().copied().filter(|c| *c != 0).collect();
+    let half: Vec<u32> = n0[n0.len() / 2..]
+        .iter()
+        .copied()
+        .filter(|c| *c != 0)
+        .collect();
     fmt_cpulist(&half)
 }
 
@@ -60,7 +70,9 @@ pub fn mcreboot(args: &[String]) -> i32 {
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
-        let with_arg = ["-c", "-m", "-r", "-o", "-k", "-i", "-f", "-q", "-d", "-e", "-T"];
+        let with_arg = [
+            "-c", "-m", "-r", "-o", "-k", "-i", "-f", "-q", "-d", "-e", "-T",
+        ];
         if with_arg.contains(&a) {
             i += 1;
             let Some(v) = args.get(i).cloned() else {
@@ -147,7 +159,10 @@ pub fn mcreboot(args: &[String]) -> i32 {
     }
     let (rc, bid) = tool("ihkconfig", &["0", "get", "buildid"]);
     if rc != 0 || bid != BUILDID {
-        eprintln!("IHK build-id ({}) didn't match McKernel build-id ({}).", bid, BUILDID);
+        eprintln!(
+            "IHK build-id ({}) didn't match McKernel build-id ({}).",
+            bid, BUILDID
+        );
         unwind(loaded_here, reserved_here, false);
         return 1;
     }
@@ -179,12 +194,22 @@ pub fn mcreboot(args: &[String]) -> i32 {
         }
         k
     };
-    let mut steps: Vec<(Vec<String>, &str)> = vec![(vec!["0".into(), "create".into()], "ihkconfig")];
-    steps.push((vec!["0".into(), "assign".into(), "cpu".into(), cpus.clone()], "ihkosctl"));
+    let mut steps: Vec<(Vec<String>, &str)> =
+        vec![(vec!["0".into(), "create".into()], "ihkconfig")];
+    steps.push((
+        vec!["0".into(), "assign".into(), "cpu".into(), cpus.clone()],
+        "ihkosctl",
+    ));
     if let Some(m) = &ikc_map {
-        steps.push((vec!["0".into(), "set".into(), "ikc_map".into(), m.clone()], "ihkosctl"));
+        steps.push((
+            vec!["0".into(), "set".into(), "ikc_map".into(), m.clone()],
+            "ihkosctl",
+        ));
     }
-    steps.push((vec!["0".into(), "assign".into(), "mem".into(), mem.clone()], "ihkosctl"));
+    steps.push((
+        vec!["0".into(), "assign".into(), "mem".into(), mem.clone()],
+        "ihkosctl",
+    ));
     steps.push((vec!["0".into(), "load".into(), img_s.clone()], "ihkosctl"));
     steps.push((vec!["0".into(), "kargs".into(), kargs], "ihkosctl"));
     steps.push((vec!["0".into(), "boot".into()], "ihkosctl"));
@@ -210,16 +235,24 @@ pub fn mcreboot(args: &[String]) -> i32 {
 /// Pids holding `path` open, found as lsof/fuser do, through /proc/*/fd.
 fn holders(path: &std::path::Path) -> Vec<i32> {
     use std::os::unix::fs::MetadataExt;
-    let Ok(m) = std::fs::metadata(path) else { return vec![] };
+    let Ok(m) = std::fs::metadata(path) else {
+        return vec![];
+    };
     let me = std::process::id() as i32;
     let mut v = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return v };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return v;
+    };
     for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if pid == me {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if let Ok(fm) = std::fs::metadata(fd.path()) {
                 if fm.dev() == m.dev() && fm.ino() == m.ino() {

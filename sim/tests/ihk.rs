@@ -8,7 +8,11 @@ fn without_modprobe_the_tools_fail_like_the_real_ones() {
     let s = Sim::new();
     let o = s.run("ihkconfig", &["0", "query", "cpu"]);
     assert_eq!(o.code, Some(1));
-    assert!(o.stderr.contains("open: No such file or directory"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("open: No such file or directory"),
+        "{}",
+        o.stderr
+    );
     let o = s.run("ihkosctl", &["0", "get", "status"]);
     assert_eq!(o.code, Some(1));
     let o = s.run("mcexec", &["/bin/true"]);
@@ -36,7 +40,10 @@ fn admin_walkthrough_boot_run_second_create_and_stop() {
     let o = s.run("ihkconfig", &["0", "create"]);
     assert_eq!(o.code, Some(1));
     assert_eq!(o.stderr.trim(), "error: creating OS instance");
-    assert_eq!(s.ok("ihkconfig", &["0", "get", "os_instances"]).trim(), "0,1");
+    assert_eq!(
+        s.ok("ihkconfig", &["0", "get", "os_instances"]).trim(),
+        "0,1"
+    );
     s.ok("mcstop+release.sh", &["-R"]);
     assert_eq!(s.ok("ihkconfig", &["0", "query", "cpu"]), "\n");
     assert_eq!(s.ok("ihkconfig", &["0", "query", "mem"]), "\n");
@@ -57,7 +64,10 @@ fn query_prints_compressed_cpus_and_bytes_at_numa() {
     s.ok("lwk-sim", &["modprobe"]);
     s.ok("ihkconfig", &["0", "reserve", "cpu", "3,1-2"]);
     s.ok("ihkconfig", &["0", "reserve", "cpu", "7,10-11"]);
-    assert_eq!(s.ok("ihkconfig", &["0", "query", "cpu"]).trim(), "1-3,7,10-11");
+    assert_eq!(
+        s.ok("ihkconfig", &["0", "query", "cpu"]).trim(),
+        "1-3,7,10-11"
+    );
     s.ok("ihkconfig", &["0", "reserve", "mem", "512M@0,1G@1"]);
     assert_eq!(
         s.ok("ihkconfig", &["0", "query", "mem"]).trim(),
@@ -67,10 +77,19 @@ fn query_prints_compressed_cpus_and_bytes_at_numa() {
     s.ok("ihkosctl", &["0", "assign", "cpu", "1-2"]);
     s.ok("ihkosctl", &["0", "assign", "mem", "512M@0"]);
     // query shows what is reserved but not yet assigned
-    assert_eq!(s.ok("ihkconfig", &["0", "query", "cpu"]).trim(), "3,7,10-11");
-    assert_eq!(s.ok("ihkconfig", &["0", "query", "mem"]).trim(), "1073741824@1");
+    assert_eq!(
+        s.ok("ihkconfig", &["0", "query", "cpu"]).trim(),
+        "3,7,10-11"
+    );
+    assert_eq!(
+        s.ok("ihkconfig", &["0", "query", "mem"]).trim(),
+        "1073741824@1"
+    );
     assert_eq!(s.ok("ihkosctl", &["0", "query", "cpu"]).trim(), "1-2");
-    assert_eq!(s.ok("ihkosctl", &["0", "query", "mem"]).trim(), "536870912@0");
+    assert_eq!(
+        s.ok("ihkosctl", &["0", "query", "mem"]).trim(),
+        "536870912@0"
+    );
     // Assigned CPUs cannot be released from the device; free ones can.
     let o = s.run("ihkconfig", &["0", "release", "cpu", "1"]);
     assert_eq!(o.code, Some(255));
@@ -92,15 +111,24 @@ fn cpu0_and_unknown_cpus_are_never_reserved() {
     let o = s.run("ihkconfig", &["0", "reserve", "cpu", "0"]);
     assert_eq!(o.stderr.trim(), "error: reserving CPUs: 0");
     let o = s.run("ihkconfig", &["0", "reserve", "cpu", "x"]);
-    assert_eq!(o.stdout.trim(), "do_reserve,get num of requested cpus failed");
+    assert_eq!(
+        o.stdout.trim(),
+        "do_reserve,get num of requested cpus failed"
+    );
     assert_eq!(s.ok("ihkconfig", &["0", "query", "cpu"]).trim(), "");
     s.ok("ihkconfig", &["0", "reserve", "cpu", "7"]);
-    assert_eq!(s.run("ihkconfig", &["0", "reserve", "cpu", "6-7"]).code, Some(255));
+    assert_eq!(
+        s.run("ihkconfig", &["0", "reserve", "cpu", "6-7"]).code,
+        Some(255)
+    );
     // Memory beyond the node fails; `all` takes what is left.
     let o = s.run("ihkconfig", &["0", "reserve", "mem", "1P@0"]);
     assert_eq!(o.code, Some(255));
     assert!(o.stderr.contains("error: reserving memory: 1P@0"));
-    assert_eq!(s.run("ihkconfig", &["0", "reserve", "mem", "1G@5"]).code, Some(255));
+    assert_eq!(
+        s.run("ihkconfig", &["0", "reserve", "mem", "1G@5"]).code,
+        Some(255)
+    );
     s.ok("ihkconfig", &["0", "reserve", "mem", "all"]);
     assert!(!s.ok("ihkconfig", &["0", "query", "mem"]).trim().is_empty());
 }
@@ -117,7 +145,9 @@ fn usage_unknown_actions_and_buildid() {
     assert_eq!(o.code, Some(0));
     assert!(o.stderr.contains("Unknown action : frobnicate"));
     assert_eq!(s.ok("ihkconfig", &["0", "get", "os_instances"]).trim(), "");
-    assert!(s.ok("ihkconfig", &["0", "get", "buildid"]).starts_with("lwk-sim-"));
+    assert!(s
+        .ok("ihkconfig", &["0", "get", "buildid"])
+        .starts_with("lwk-sim-"));
     assert_eq!(s.run("ihkconfig", &["0", "destroy"]).code, Some(1));
     assert_eq!(s.run("ihkconfig", &["0", "destroy", "0"]).code, Some(255));
 }
@@ -147,9 +177,16 @@ fn boot_needs_image_cpus_and_memory() {
     // Booting twice, or re-assigning while up, is refused.
     assert_eq!(s.run("ihkosctl", &["0", "boot"]).code, Some(255));
     s.wait_status("RUNNING", 3000);
-    assert_eq!(s.run("ihkosctl", &["0", "release", "cpu", "1"]).code, Some(255));
+    assert_eq!(
+        s.run("ihkosctl", &["0", "release", "cpu", "1"]).code,
+        Some(255)
+    );
     let kmsg = s.ok("ihkosctl", &["0", "kmsg"]);
-    assert!(kmsg.contains("kargs=\"hidos") || kmsg.contains("kargs=\"\""), "{}", kmsg);
+    assert!(
+        kmsg.contains("kargs=\"hidos") || kmsg.contains("kargs=\"\""),
+        "{}",
+        kmsg
+    );
     assert!(kmsg.contains("IHK/McKernel started."), "{}", kmsg);
 }
 
@@ -232,8 +269,14 @@ fn reservation_faults_ebusy_and_enomem() {
     assert_eq!(o.stderr.trim(), "error: reserving CPUs: 1");
     s.ok("ihkconfig", &["0", "reserve", "cpu", "1"]);
     s.write("faults", "reserve_enomem always\n");
-    assert_eq!(s.run("ihkconfig", &["0", "reserve", "mem", "1M"]).code, Some(255));
-    assert_eq!(s.run("ihkconfig", &["0", "reserve", "mem", "1M"]).code, Some(255));
+    assert_eq!(
+        s.run("ihkconfig", &["0", "reserve", "mem", "1M"]).code,
+        Some(255)
+    );
+    assert_eq!(
+        s.run("ihkconfig", &["0", "reserve", "mem", "1M"]).code,
+        Some(255)
+    );
     // Env form: `;`-separated, never consumed.
     s.write("faults", "");
     let o = s
@@ -252,7 +295,10 @@ fn calls_log_has_one_line_per_call_with_exit_code() {
     s.ok("lwk-sim", &["modprobe"]);
     s.ok("ihkconfig", &["0", "reserve", "cpu", "1"]);
     s.run("ihkconfig", &["0", "reserve", "cpu", "0"]);
-    assert_eq!(s.run("ihkosctl", &["9", "kargs", "hidos a b"]).code, Some(1));
+    assert_eq!(
+        s.run("ihkosctl", &["9", "kargs", "hidos a b"]).code,
+        Some(1)
+    );
     let log = s.read("calls.log");
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 4, "{}", log);
@@ -267,7 +313,10 @@ fn calls_log_has_one_line_per_call_with_exit_code() {
 #[test]
 fn mcreboot_and_mcstop_release_follow_the_script_sequences() {
     let s = Sim::new().with_env("LWK_SIM_CPUS", "8");
-    s.ok("mcreboot.sh", &["-c", "2-3", "-m", "256M@0", "-e", "extra=1"]);
+    s.ok(
+        "mcreboot.sh",
+        &["-c", "2-3", "-m", "256M@0", "-e", "extra=1"],
+    );
     s.wait_status("RUNNING", 3000);
     assert_eq!(s.ok("ihkosctl", &["0", "query", "cpu"]).trim(), "2-3");
     let steps: Vec<String> = s
@@ -288,7 +337,9 @@ fn mcreboot_and_mcstop_release_follow_the_script_sequences() {
     assert!(pos("ihkconfig 0 reserve cpu") < pos("ihkconfig 0 create"));
     assert!(pos("ihkosctl 0 assign cpu 2-3") < pos("ihkosctl 0 assign mem"));
     assert!(pos("ihkosctl 0 load") < pos("ihkosctl 0 kargs"));
-    assert!(pos("ihkosctl 0 kargs 'hidos ksyslogd=0 dump_level=24 extra=1'") < pos("ihkosctl 0 boot"));
+    assert!(
+        pos("ihkosctl 0 kargs 'hidos ksyslogd=0 dump_level=24 extra=1'") < pos("ihkosctl 0 boot")
+    );
     // A second run destroys the instance and boots again, without re-reserving.
     s.ok("mcreboot.sh", &["-c", "2-3", "-m", "256M@0"]);
     assert_eq!(s.calls("ihkosctl", "0 boot"), 2);
@@ -309,15 +360,22 @@ fn mcreboot_and_mcstop_release_follow_the_script_sequences() {
 
 #[test]
 fn mcreboot_defaults_to_upper_half_of_numa0() {
-    let s = Sim::new().with_env("LWK_SIM_CPUS", "8").with_env("LWK_SIM_NUMA", "1");
+    let s = Sim::new()
+        .with_env("LWK_SIM_CPUS", "8")
+        .with_env("LWK_SIM_NUMA", "1");
     s.ok("mcreboot.sh", &[]);
     assert_eq!(s.ok("ihkosctl", &["0", "query", "cpu"]).trim(), "4-7");
-    assert_eq!(s.ok("ihkosctl", &["0", "query", "mem"]).trim(), "536870912@0");
+    assert_eq!(
+        s.ok("ihkosctl", &["0", "query", "mem"]).trim(),
+        "536870912@0"
+    );
 }
 
 #[test]
 fn thirty_two_concurrent_callers_never_corrupt_state() {
-    let s = Sim::new().with_env("LWK_SIM_CPUS", "64").with_env("LWK_SIM_MEM", "64G");
+    let s = Sim::new()
+        .with_env("LWK_SIM_CPUS", "64")
+        .with_env("LWK_SIM_MEM", "64G");
     s.ok("lwk-sim", &["modprobe"]);
     let cpu: Vec<String> = (1..=32).map(|c| c.to_string()).collect();
     let kids: Vec<_> = (0..32)
@@ -325,31 +383,47 @@ fn thirty_two_concurrent_callers_never_corrupt_state() {
             if i % 2 == 0 {
                 s.spawn("ihkconfig", &["0", "reserve", "cpu", &cpu[i]])
             } else {
-                s.spawn("ihkconfig", &["0", "reserve", "cpu", &cpu[i]])
+                // The same tool through the multi-call form `lwk-sim <tool>`.
+                s.spawn("lwk-sim", &["ihkconfig", "0", "reserve", "cpu", &cpu[i]])
             }
         })
         .collect();
     for k in kids {
         assert!(k.wait_with_output().expect("wait").status.success());
     }
-    let mem: Vec<_> = (0..32).map(|_| s.spawn("ihkconfig", &["0", "reserve", "mem", "1M@0"])).collect();
+    let mem: Vec<_> = (0..32)
+        .map(|_| s.spawn("ihkconfig", &["0", "reserve", "mem", "1M@0"]))
+        .collect();
     for k in mem {
         assert!(k.wait_with_output().expect("wait").status.success());
     }
     assert_eq!(s.ok("ihkconfig", &["0", "query", "cpu"]).trim(), "1-32");
-    assert_eq!(s.ok("ihkconfig", &["0", "query", "mem"]).trim(), format!("{}@0", 32u64 << 20));
+    assert_eq!(
+        s.ok("ihkconfig", &["0", "query", "mem"]).trim(),
+        format!("{}@0", 32u64 << 20)
+    );
     // 32 concurrent creates: every minor 0..31 handed out exactly once.
-    let creates: Vec<_> = (0..32).map(|_| s.spawn("ihkconfig", &["0", "create"])).collect();
+    let creates: Vec<_> = (0..32)
+        .map(|_| s.spawn("ihkconfig", &["0", "create"]))
+        .collect();
     let mut codes: Vec<i32> = creates
         .into_iter()
-        .map(|k| k.wait_with_output().expect("wait").status.code().unwrap_or(-1))
+        .map(|k| {
+            k.wait_with_output()
+                .expect("wait")
+                .status
+                .code()
+                .unwrap_or(-1)
+        })
         .collect();
     codes.sort_unstable();
     assert_eq!(codes, (0..32).collect::<Vec<i32>>());
     // modprobe, 96 calls above and the two queries: one line each.
     assert_eq!(s.read("calls.log").lines().count(), 1 + 32 + 32 + 2 + 32);
     // 32 concurrent releases of distinct CPUs leave nothing behind.
-    let rel: Vec<_> = (0..32).map(|i| s.spawn("ihkconfig", &["0", "release", "cpu", &cpu[i]])).collect();
+    let rel: Vec<_> = (0..32)
+        .map(|i| s.spawn("ihkconfig", &["0", "release", "cpu", &cpu[i]]))
+        .collect();
     for k in rel {
         assert!(k.wait_with_output().expect("wait").status.success());
     }

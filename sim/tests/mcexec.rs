@@ -15,7 +15,12 @@ fn runs_the_program_as_its_child_pinned_with_the_childs_exit_code() {
     assert_eq!(o.code, Some(7), "{}", o.stderr);
     assert_eq!(o.stderr, "", "mcexec adds nothing to the workload's stderr");
     assert_eq!(cpus_allowed(&o.stdout), real_cpu(3).to_string());
-    assert!(o.stdout.contains(&format!("ppid-exe={}", s.bin("mcexec").display())), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains(&format!("ppid-exe={}", s.bin("mcexec").display())),
+        "{}",
+        o.stdout
+    );
     // The re-exec through /proc/self/exe with ADDR_NO_RANDOMIZE is inherited.
     assert!(o.stdout.contains("pers=00040000"), "{}", o.stdout);
 }
@@ -24,7 +29,22 @@ fn runs_the_program_as_its_child_pinned_with_the_childs_exit_code() {
 fn option_parsing_stops_at_the_first_non_option_and_takes_the_os_index() {
     let s = Sim::new();
     s.boot("1", "64M");
-    let o = s.run("mcexec", &["-t", "4", "--mpol-no-heap", "--extend-heap-by=2M", "-s", "2M", "0", "echo", "-n", "x", "-t"]);
+    let o = s.run(
+        "mcexec",
+        &[
+            "-t",
+            "4",
+            "--mpol-no-heap",
+            "--extend-heap-by=2M",
+            "-s",
+            "2M",
+            "0",
+            "echo",
+            "-n",
+            "x",
+            "-t",
+        ],
+    );
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     assert_eq!(o.stdout, "x -t");
     let o = s.run("mcexec", &["-Z", "true"]);
@@ -52,12 +72,19 @@ fn refuses_an_instance_that_is_not_running_or_from_another_build() {
     std::fs::write(&img, "buildid=some-other-build\n").expect("write image");
     s.ok("ihkosctl", &["0", "load", &img.display().to_string()]);
     s.ok("ihkosctl", &["0", "boot"]);
-    assert_eq!(s.run("mcexec", &["true"]).code, Some(1), "BOOTING is not RUNNING");
+    assert_eq!(
+        s.run("mcexec", &["true"]).code,
+        Some(1),
+        "BOOTING is not RUNNING"
+    );
     s.wait_status("RUNNING", 5000);
     let o = s.run("mcexec", &["true"]);
     assert_eq!(o.code, Some(1));
     assert!(o.stderr.contains("build-id mismatch"), "{}", o.stderr);
-    assert_eq!(s.ok("ihkosctl", &["0", "get", "buildid"]).trim(), "some-other-build");
+    assert_eq!(
+        s.ok("ihkosctl", &["0", "get", "buildid"]).trim(),
+        "some-other-build"
+    );
     let o = s.run("mcexec", &["/no/such/program"]);
     assert_eq!(o.code, Some(1));
 }
@@ -70,11 +97,21 @@ fn signals_are_forwarded_and_a_fatal_signal_is_re_raised() {
     let o = s.run("mcexec", &["sh", "-c", "kill -TERM $$"]);
     assert_eq!(o.signal, Some(15));
     // SIGUSR1 sent to mcexec reaches the workload.
-    let mut c = s.spawn("mcexec", &["sh", "-c", "trap 'exit 42' USR1; echo ready; while :; do sleep 0.05; done"]);
+    let c = s.spawn(
+        "mcexec",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 42' USR1; echo ready; while :; do sleep 0.05; done",
+        ],
+    );
     let start = Instant::now();
     let pid = c.id() as i32;
     std::thread::sleep(Duration::from_millis(400));
-    let st = std::process::Command::new("kill").args(["-USR1", &pid.to_string()]).status().expect("kill");
+    let st = std::process::Command::new("kill")
+        .args(["-USR1", &pid.to_string()])
+        .status()
+        .expect("kill");
     assert!(st.success());
     let out = c.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(42));
@@ -82,10 +119,15 @@ fn signals_are_forwarded_and_a_fatal_signal_is_re_raised() {
     // SIGTERM to mcexec: forwarded, the child dies of it, so does mcexec.
     let c = s.spawn("mcexec", &["sleep", "10"]);
     std::thread::sleep(Duration::from_millis(300));
-    std::process::Command::new("kill").args(["-TERM", &c.id().to_string()]).status().expect("kill");
+    std::process::Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status()
+        .expect("kill");
     let out = c.wait_with_output().expect("wait");
     assert_eq!(out.status.signal(), Some(15));
-    assert!(s.read("calls.log").contains("\tmcexec\tsleep 10\tsignal 15"));
+    assert!(s
+        .read("calls.log")
+        .contains("\tmcexec\tsleep 10\tsignal 15"));
 }
 
 #[test]
@@ -109,12 +151,22 @@ fn same_namespace_local_pid_on_one_instance_collides() {
         .expect("unshare")
         .into();
     assert_eq!(o.code, Some(1));
-    assert!(o.stderr.contains("per-process data for pid 1 already exists"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("per-process data for pid 1 already exists"),
+        "{}",
+        o.stderr
+    );
     // Different pids do not collide.
     assert_eq!(s.run("mcexec", &["true"]).code, Some(0));
     assert!(first.wait_with_output().expect("wait").status.success());
     // Once the first has exited, pid 1 is free again.
-    let o: Out = s.sys("unshare").args(["--pid", "--fork", &mcexec, "true"]).output().expect("unshare").into();
+    let o: Out = s
+        .sys("unshare")
+        .args(["--pid", "--fork", &mcexec, "true"])
+        .output()
+        .expect("unshare")
+        .into();
     assert_eq!(o.code, Some(0), "{}", o.stderr);
 }
 
@@ -129,8 +181,14 @@ fn dash_n_splits_cpus_in_start_order_among_siblings() {
     let a = a.wait_with_output().expect("wait");
     let b = b.wait_with_output().expect("wait");
     assert!(a.status.success() && b.status.success());
-    assert_eq!(cpus_allowed(&String::from_utf8_lossy(&a.stdout)), real_cpu(2).to_string());
-    assert_eq!(cpus_allowed(&String::from_utf8_lossy(&b.stdout)), real_cpu(3).to_string());
+    assert_eq!(
+        cpus_allowed(&String::from_utf8_lossy(&a.stdout)),
+        real_cpu(2).to_string()
+    );
+    assert_eq!(
+        cpus_allowed(&String::from_utf8_lossy(&b.stdout)),
+        real_cpu(3).to_string()
+    );
 }
 
 #[test]
@@ -142,7 +200,11 @@ fn dash_n_times_out_when_the_group_never_fills() {
     let took = start.elapsed();
     assert_eq!(o.code, Some(1));
     assert!(o.stderr.contains("timed out"), "{}", o.stderr);
-    assert!(took >= Duration::from_millis(10_200) && took < Duration::from_secs(15), "{:?}", took);
+    assert!(
+        took >= Duration::from_millis(10_200) && took < Duration::from_secs(15),
+        "{:?}",
+        took
+    );
 }
 
 #[test]
@@ -159,7 +221,11 @@ fn mcexec_crash_fault_kills_proxy_and_workload() {
     assert!(start.elapsed() < Duration::from_secs(3));
     let pid = o.stdout.trim().to_string();
     std::thread::sleep(Duration::from_millis(100));
-    assert!(!std::path::Path::new(&format!("/proc/{}", pid)).exists(), "workload {} survived", pid);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", pid)).exists(),
+        "workload {} survived",
+        pid
+    );
     // Consumed: the next run is fine, and the instance is not held.
     assert_eq!(s.run("mcexec", &["true"]).code, Some(0));
     s.ok("ihkconfig", &["0", "destroy", "0"]);
@@ -201,7 +267,12 @@ fn inside_a_container_mcexec_works_through_dev_mcos0_alone() {
     }
     let out = c.wait_with_output().expect("wait");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text, "RUNNING\nin-lwk\nready\nSHUTDOWN\nrc=1\n", "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        text,
+        "RUNNING\nin-lwk\nready\nSHUTDOWN\nrc=1\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Calls made inside the container are not in the host's log (its root is unreachable).
     assert_eq!(s.calls("mcexec", ""), 0);
 }

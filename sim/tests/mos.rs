@@ -4,9 +4,14 @@ use common::*;
 use std::time::Duration;
 
 fn mos(cpus: &str) -> Sim {
-    let s = Sim::new().with_env("LWK_SIM_CPUS", "64").with_env("LWK_SIM_MEM", "64G");
+    let s = Sim::new()
+        .with_env("LWK_SIM_CPUS", "64")
+        .with_env("LWK_SIM_MEM", "64G");
     s.ok("lwk-sim", &["modprobe"]);
-    s.ok("lwkctl", &["-c", &format!("lwkcpus=1.{} lwkmem=0:4G", cpus)]);
+    s.ok(
+        "lwkctl",
+        &["-c", &format!("lwkcpus=1.{} lwkmem=0:4G", cpus)],
+    );
     s
 }
 
@@ -23,13 +28,21 @@ fn lwkctl_creates_shows_and_deletes_the_partition() {
     assert_eq!(sysfs(&s, "lwk_config"), "lwkcpus=1.2-5 lwkmem=0:4G");
     let show = s.ok("lwkctl", &["-s"]);
     assert!(show.contains("LWK CPUs         : 2-5"), "{}", show);
-    assert_eq!(s.ok("lwkctl", &["-s", "-r"]).trim(), "lwkcpus=1.2-5 lwkmem=0:4G");
+    assert_eq!(
+        s.ok("lwkctl", &["-s", "-r"]).trim(),
+        "lwkcpus=1.2-5 lwkmem=0:4G"
+    );
     s.ok("lwkctl", &["-d"]);
     assert_eq!(sysfs(&s, "lwkcpus"), "");
     assert_eq!(s.calls("lwkctl", "-c"), 1);
     assert_eq!(s.calls("lwkctl", "-d"), 1);
     // Bad specifications and option rules.
-    for spec in ["lwkcpus=0-3", "lwkcpus=1.70", "lwkcpus=2 lwkmem=9:1G", "bogus=1"] {
+    for spec in [
+        "lwkcpus=0-3",
+        "lwkcpus=1.70",
+        "lwkcpus=2 lwkmem=9:1G",
+        "bogus=1",
+    ] {
         assert_eq!(s.run("lwkctl", &["-c", spec]).code, Some(1), "{}", spec);
     }
     assert_eq!(s.run("lwkctl", &["-r"]).code, Some(1));
@@ -46,7 +59,11 @@ fn yod_without_options_reserves_everything_and_execs_the_program() {
     );
     let pid = c.id();
     let out = c.wait_with_output().expect("wait");
-    assert_eq!(out.status.code(), Some(9), "exit status is the program's own");
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "exit status is the program's own"
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     // execvp: the program has yod's pid.
@@ -76,14 +93,38 @@ fn yod_option_rules_and_exit_codes() {
     assert_eq!(code(&["-M", "1G", "true"]), Some(234), "-M needs -c/-C");
     assert_eq!(code(&["-R", "all", "-M", "1G", "true"]), Some(234));
     assert_eq!(code(&["-x", "1", "true"]), Some(255));
-    assert_eq!(code(&["-c", "1", "-M", "1M", "true"]), Some(234), "1 is not an LWK CPU");
-    assert_eq!(code(&["-C", "5", "-M", "1M", "true"]), Some(234), "more than designated");
+    assert_eq!(
+        code(&["-c", "1", "-M", "1M", "true"]),
+        Some(234),
+        "1 is not an LWK CPU"
+    );
+    assert_eq!(
+        code(&["-C", "5", "-M", "1M", "true"]),
+        Some(234),
+        "more than designated"
+    );
     assert_eq!(code(&["-C", "1", "-M", "5G", "true"]), Some(234));
     assert_eq!(code(&[]), Some(234));
-    assert_eq!(code(&["-c", "2-3", "-M", "1G", "/no/such/program"]), Some(255));
+    assert_eq!(
+        code(&["-c", "2-3", "-M", "1G", "/no/such/program"]),
+        Some(255)
+    );
     assert_eq!(code(&["-c", "0x3c", "-M", "1G", "true"]), Some(0));
     assert_eq!(code(&["-R", "0.5", "--dry-run", "true"]), Some(0));
-    assert_eq!(code(&["-C", "all", "-M", "all", "--mosview", "lwk", "-u", "1", "true"]), Some(0));
+    assert_eq!(
+        code(&[
+            "-C",
+            "all",
+            "-M",
+            "all",
+            "--mosview",
+            "lwk",
+            "-u",
+            "1",
+            "true"
+        ]),
+        Some(0)
+    );
     s.ok("lwkctl", &["-d"]);
     assert_eq!(code(&["true"]), Some(255), "no partition");
 }
@@ -96,8 +137,14 @@ fn yod_reservations_conflict_with_ebusy_until_the_owner_exits() {
     assert_eq!(sysfs(&s, "lwkcpus_reserved"), "2-3");
     let o = s.run("yod", &["-c", "3", "-M", "1G", "true"]);
     assert_eq!(o.code, Some(240), "{}", o.stderr);
-    assert_eq!(s.run("yod", &["-C", "3", "-M", "1G", "true"]).code, Some(240));
-    assert_eq!(s.run("yod", &["-C", "2", "-M", "4G", "true"]).code, Some(240));
+    assert_eq!(
+        s.run("yod", &["-C", "3", "-M", "1G", "true"]).code,
+        Some(240)
+    );
+    assert_eq!(
+        s.run("yod", &["-C", "2", "-M", "4G", "true"]).code,
+        Some(240)
+    );
     s.ok("yod", &["-C", "2", "-M", "3G", "true"]);
     // lwkctl will not delete a partition in use unless forced.
     assert_eq!(s.run("lwkctl", &["-d"]).code, Some(1));
@@ -131,9 +178,21 @@ fn yod_mpi_ranks_go_in_local_rank_order() {
     let (r0, r1) = one;
     assert!(r0.status.success() && r1.status.success());
     // Rank 1 started first but waited for rank 0, which took the first CPU.
-    assert_eq!(cpus_allowed(&String::from_utf8_lossy(&r0.stdout)), real_cpu(2).to_string());
-    assert_eq!(cpus_allowed(&String::from_utf8_lossy(&r1.stdout)), real_cpu(3).to_string());
-    let o = s.cmd("yod").env("MPI_LOCALRANKID", "0").env_remove("USER").args(["true"]).output().expect("run");
+    assert_eq!(
+        cpus_allowed(&String::from_utf8_lossy(&r0.stdout)),
+        real_cpu(2).to_string()
+    );
+    assert_eq!(
+        cpus_allowed(&String::from_utf8_lossy(&r1.stdout)),
+        real_cpu(3).to_string()
+    );
+    let o = s
+        .cmd("yod")
+        .env("MPI_LOCALRANKID", "0")
+        .env_remove("USER")
+        .args(["true"])
+        .output()
+        .expect("run");
     assert_eq!(o.status.code(), Some(255), "USER must be set");
     let _ = std::fs::remove_file(format!("/tmp/yod.local.lock.{}", user));
 }
@@ -148,7 +207,13 @@ fn yod_faults_from_the_root_and_moved_into_sysfs() {
     assert_eq!(s.read("faults").trim(), "");
     // A yod that cannot see the root (as in a container) still meets them.
     let code = |s: &Sim| {
-        s.cmd("yod").env("LWK_SIM_ROOT", "/nonexistent").args(["true"]).output().expect("run").status.code()
+        s.cmd("yod")
+            .env("LWK_SIM_ROOT", "/nonexistent")
+            .args(["true"])
+            .output()
+            .expect("run")
+            .status
+            .code()
     };
     // Without the root it cannot find sysfs either, unless /sys/kernel/mOS is ours.
     assert_eq!(code(&s), Some(255));

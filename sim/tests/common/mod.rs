@@ -13,7 +13,9 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 pub fn prefix() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
-        let p = std::env::temp_dir().join(format!("lwk-sim-prefix-{}", std::process::id()));
+        // Under the target dir, one per test binary: reinstalled, never left in /tmp.
+        let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("lwk-sim-prefix-{}", env!("CARGO_CRATE_NAME")));
         let st = Command::new(env!("CARGO_BIN_EXE_lwk-sim"))
             .args(["install", "--prefix"])
             .arg(&p)
@@ -101,7 +103,11 @@ impl Sim {
     }
 
     pub fn run(&self, tool: &str, args: &[&str]) -> Out {
-        self.cmd(tool).args(args).output().expect("spawn tool").into()
+        self.cmd(tool)
+            .args(args)
+            .output()
+            .expect("spawn tool")
+            .into()
     }
 
     /// Run and require exit 0; returns stdout.
@@ -129,7 +135,9 @@ impl Sim {
     }
 
     pub fn status(&self) -> String {
-        self.ok("ihkosctl", &["0", "get", "status"]).trim().to_string()
+        self.ok("ihkosctl", &["0", "get", "status"])
+            .trim()
+            .to_string()
     }
 
     /// Poll `get status` until it prints `want` (or panic after `ms`).
@@ -140,7 +148,12 @@ impl Sim {
             if s == want {
                 return;
             }
-            assert!(Instant::now() < end, "status stayed {} (wanted {})", s, want);
+            assert!(
+                Instant::now() < end,
+                "status stayed {} (wanted {})",
+                s,
+                want
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
