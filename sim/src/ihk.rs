@@ -682,7 +682,7 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
     }
     let os = atoi(&argv[1]);
     let path = dev_path(&format!("mcos{}", os));
-    let write = argv[2] != "get" && argv[2] != "kmsg" && argv[2] != "query";
+    let write = !matches!(argv[2].as_str(), "get" | "kmsg" | "query");
     let file = match open_instance(&path, write).or_else(|_| open_instance(&path, false)) {
         Ok(f) => f,
         Err(e) => {
@@ -712,6 +712,11 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
                 }
                 Err(_) => FAIL,
             },
+            Some("ikc_map") => {
+                let kv = read_instance(&file).unwrap_or_default();
+                println!("{}", kv.get_or("ikc_map", ""));
+                0
+            }
             Some("buildid") => match read_instance(&file) {
                 Ok(kv) => {
                     println!("{}", kv.get_or("buildid", ""));
@@ -719,6 +724,26 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
                 }
                 Err(_) => FAIL,
             },
+            _ => {
+                ihkosctl_usage(argv0);
+                FAIL
+            }
+        },
+        "set" => match (arg(3), arg(4)) {
+            (Some("ikc_map"), Some(map)) => {
+                let r = with_instance(&file, |kv| match status_of(kv) {
+                    "BOOTING" | "RUNNING" => EBUSY,
+                    _ => {
+                        kv.set("ikc_map", map);
+                        0
+                    }
+                });
+                if !matches!(r, Ok(0)) {
+                    eprintln!("error: setting ikc_map: {}", map);
+                    return FAIL;
+                }
+                0
+            }
             _ => {
                 ihkosctl_usage(argv0);
                 FAIL
