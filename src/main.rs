@@ -7,7 +7,9 @@
 
 mod cli;
 mod commands;
+mod executor;
 mod logging;
+mod overlay;
 mod seal;
 
 use clap::Parser;

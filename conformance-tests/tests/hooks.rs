@@ -162,6 +162,16 @@ fn hooks_order_namespaces_and_state() {
                 mnt, ctr_mnt,
                 "{stage} must run in the container's mount namespace"
             ),
+            // "The runtime namespace": outside the container, seeing the host's
+            // filesystem (each hook writes to the host-side `out/` to prove it). A
+            // runtime may run in a mount namespace of its own (lwk-runc does when it
+            // rewrites a spec), so equality with the caller's namespace is not owed
+            // for the stages that run during create; poststart and poststop run
+            // from fresh runtime invocations and must be in the caller's.
+            "prestart" | "createRuntime" => assert_ne!(
+                mnt, ctr_mnt,
+                "{stage} must run in the runtime's namespace, not the container's"
+            ),
             _ => assert_eq!(
                 mnt, host_mnt,
                 "{stage} must run in the runtime's mount namespace"

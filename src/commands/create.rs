@@ -5,9 +5,11 @@ use anyhow::{Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
+use oci_spec::runtime::Spec;
 
 use super::{process_start_time, validate_id, Ctx, Record};
 use crate::cli::CreateOpts;
+use crate::executor::WorkloadExecutor;
 
 pub fn run(ctx: &Ctx, opts: &CreateOpts) -> Result<()> {
     create(ctx, opts).map(|_| ())
@@ -29,7 +31,39 @@ pub fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     std::fs::create_dir_all(&ctx.root)
         .with_context(|| format!("creating state root {}", ctx.root.display()))?;
 
+    let config_path = bundle.join("config.json");
+    let spec = Spec::load(&config_path)
+        .map_err(|e| anyhow::anyhow!(describe(&e)))
+        .with_context(|| format!("loading {}", config_path.display()))?;
+
+    // startContainer hooks move from libcontainer to our executor (see executor.rs).
+    let start_container_hooks = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.start_container().clone())
+        .unwrap_or_default();
+    let mut rewritten: Option<Spec> = None;
+    if !start_container_hooks.is_empty() {
+        let mut s = spec.clone();
+        if let Some(hooks) = s.hooks_mut() {
+            hooks.set_start_container(None);
+        }
+        rewritten = Some(s);
+    }
+    if let Some(s) = &rewritten {
+        // '@' cannot appear in a container id, so this never meets a container's directory.
+        let scratch = ctx.root.join(format!("@spec-{id}.json"));
+        crate::overlay::overlay_config(&bundle, s, &scratch)?;
+    }
+    let executor = WorkloadExecutor {
+        start_container_hooks,
+        id: id.to_owned(),
+        bundle: bundle.clone(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+    };
+
     let container = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        .with_executor(executor)
         .with_root_path(&ctx.root)
         .context("using the state root")?
         .with_pid_file(opts.pid_file.as_ref())
@@ -46,7 +80,7 @@ pub fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         .map_err(|err| anyhow::anyhow!(describe(&err)))
         .with_context(|| format!("creating container {id} from bundle {}", bundle.display()))?;
 
-    let rootfs = rootfs_of(&bundle);
+    let rootfs = rootfs_of(&bundle, &spec);
     let record = Record {
         bundle,
         rootfs,
@@ -62,14 +96,10 @@ pub fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     Ok(container)
 }
 
-/// The bundle's rootfs as an absolute path, for `state` (read again only for display).
-fn rootfs_of(bundle: &std::path::Path) -> std::path::PathBuf {
-    let from_spec = std::fs::read(bundle.join("config.json"))
-        .ok()
-        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
-        .and_then(|v| v["root"]["path"].as_str().map(std::path::PathBuf::from));
-    match from_spec {
-        Some(p) if p.is_absolute() => p,
+/// The bundle's rootfs as an absolute path, for `state`.
+fn rootfs_of(bundle: &std::path::Path, spec: &Spec) -> std::path::PathBuf {
+    match spec.root().as_ref().map(|r| r.path()) {
+        Some(p) if p.is_absolute() => p.clone(),
         Some(p) => bundle.join(p),
         None => bundle.join("rootfs"),
     }

@@ -1,0 +1,62 @@
+//! Handing libcontainer a rewritten spec without touching the caller's bundle.
+//!
+//! libcontainer 0.7 reads `<bundle>/config.json` from disk and records `<bundle>`
+//! as the container's bundle; hooks and `state` report it. Writing the rewrite to
+//! a private bundle would make every hook and engine see a path the caller never
+//! gave. Instead, this process moves into its own mount namespace (a slave of the
+//! host's, so host mounts still arrive) and bind-mounts the rewritten file over
+//! `<bundle>/config.json` there. libcontainer reads the rewrite at the caller's
+//! path; on disk, and for every other process, the bundle is what the caller wrote.
+//!
+//! The price, paid only by containers whose spec is rewritten: mounts the
+//! container makes with `rshared` propagation do not travel back to the host.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use oci_spec::runtime::Spec;
+
+/// Makes `<bundle>/config.json` read as `spec` for this process and its children.
+/// `scratch` is a path in the state root (a tmpfs) for the rewritten file; it is
+/// unlinked as soon as it is mounted, so nothing of it outlives this process.
+pub fn overlay_config(bundle: &Path, spec: &Spec, scratch: &Path) -> Result<()> {
+    let target = bundle.join("config.json");
+    let data = serde_json::to_vec(spec).context("serializing the rewritten spec")?;
+    // (A memfd would be neater, but the kernel refuses to bind-mount from its internal mount.)
+    let mut file = std::fs::File::create(scratch)
+        .with_context(|| format!("creating {}", scratch.display()))?;
+    let _unlink = Unlink(scratch);
+    file.write_all(&data)
+        .with_context(|| format!("writing {}", scratch.display()))?;
+
+    unshare(CloneFlags::CLONE_NEWNS)
+        .context("creating a private mount namespace for the runtime")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context("making the runtime's mount namespace a slave of the host's")?;
+    mount(
+        Some(scratch),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("placing the rewritten spec over {}", target.display()))?;
+    Ok(())
+}
+
+struct Unlink<'a>(&'a Path);
+
+impl Drop for Unlink<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
