@@ -1,1 +1,5 @@
+mod config;
+mod hook;
+mod lwk;
+
 fn main() {}
