@@ -1,0 +1,1027 @@
+//! IHK: the simulated modules (`lwk-sim modprobe|rmmod`), `ihkconfig` and `ihkosctl`.
+//!
+//! Reservations (host-only) live in `$ROOT/ihk/state`, written atomically under
+//! `$ROOT/lock`. Each OS instance is the file `dev/mcos<N>`: its live state
+//! (status, CPUs, memory, build id, mcexec groups) is kept inside that file and
+//! rewritten in place under `flock`, so a container that bind-mounts it as
+//! `/dev/mcos<N>` sees the same instance. Lock order: root lock, then instance.
+
+use crate::common::*;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub const MAX_MINORS: u32 = 64;
+/// Offset of mcexec's per-process-data byte lock: `PPD_BASE + nspid`.
+pub const PPD_BASE: u64 = 1 << 30;
+
+pub fn is_sim_file(p: &Path) -> bool {
+    let Ok(meta) = fs::metadata(p) else {
+        return false;
+    };
+    if !meta.is_file() {
+        return false;
+    }
+    use std::io::Read;
+    let mut buf = [0u8; 16];
+    File::open(p)
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map(|_| buf.starts_with(DEV_MAGIC.as_bytes()))
+        .unwrap_or(false)
+}
+
+/// `/dev/<name>` when it is a simulator device (bind-mounted into a
+/// container), otherwise `$LWK_SIM_ROOT/dev/<name>`. A real device node is
+/// never a regular file, so it is never mistaken for ours.
+pub fn dev_path(name: &str) -> PathBuf {
+    let sys = Path::new("/dev").join(name);
+    if is_sim_file(&sys) {
+        sys
+    } else {
+        root().join("dev").join(name)
+    }
+}
+
+fn state_path() -> PathBuf {
+    root().join("ihk").join("state")
+}
+fn kmsg_path(os: u32) -> PathBuf {
+    root().join("ihk").join(format!("kmsg{}", os))
+}
+
+/// Host-side reservations (all reserved CPUs/memory, assigned or not).
+struct Host {
+    cpus: Vec<u32>,
+    mem: Vec<u64>,
+}
+
+fn load_host(t: &Topology) -> Host {
+    let kv = Kv::parse(&fs::read_to_string(state_path()).unwrap_or_default());
+    Host {
+        cpus: parse_cpulist(kv.get_or("reserved_cpus", "")).unwrap_or_default(),
+        mem: parse_memnodes(kv.get_or("reserved_mem", ""), t.numa as usize),
+    }
+}
+
+fn save_host(h: &Host) -> io::Result<()> {
+    let mut kv = Kv::default();
+    kv.set("reserved_cpus", fmt_cpulist(&h.cpus));
+    kv.set("reserved_mem", fmt_memnodes(&h.mem));
+    write_atomic(&state_path(), &kv.render(""))
+}
+
+// ---------------------------------------------------------------- instances
+
+/// The printed status of an instance (lazy BOOTING → RUNNING/PANIC).
+pub fn status_of(kv: &Kv) -> &'static str {
+    match kv.get_or("state", "") {
+        "BOOTING" => {
+            let elapsed = now_ms().saturating_sub(kv.num("boot_ms"));
+            if elapsed < kv.num("boot_delay_ms") {
+                return "BOOTING";
+            }
+            match kv.get_or("boot_outcome", "run") {
+                "panic" => "PANIC",
+                "hang" => "BOOTING",
+                _ => "RUNNING",
+            }
+        }
+        "RUNNING" => "RUNNING",
+        "SHUTDOWN" => "SHUTDOWN",
+        "FAILED" => "PANIC",
+        "HUNGUP" => "HUNGUP",
+        "FREEZING" => "FREEZING",
+        "FROZEN" => "FROZEN",
+        _ => "INACTIVE",
+    }
+}
+
+pub fn open_instance(path: &Path, write: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Read-modify-write an instance file in place under `flock`.
+pub fn with_instance<R>(file: &File, f: impl FnOnce(&mut Kv) -> R) -> io::Result<R> {
+    flock_fd(file, libc::LOCK_EX)?;
+    let res = (|| {
+        let text = read_fd(file)?;
+        let mut kv = Kv::parse(&text);
+        let before = kv.render(DEV_MAGIC);
+        let r = f(&mut kv);
+        let after = kv.render(DEV_MAGIC);
+        if after != before {
+            rewrite_in_place(file, &after)?;
+        }
+        Ok(r)
+    })();
+    let _ = flock_fd(file, libc::LOCK_UN);
+    res
+}
+
+pub fn read_instance(file: &File) -> io::Result<Kv> {
+    flock_fd(file, libc::LOCK_SH)?;
+    let text = read_fd(file);
+    let _ = flock_fd(file, libc::LOCK_UN);
+    Ok(Kv::parse(&text?))
+}
+
+/// Existing instance minors under `$ROOT/dev`.
+fn instances() -> Vec<u32> {
+    let mut v: Vec<u32> = fs::read_dir(root().join("dev"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_prefix("mcos"))
+                        .and_then(|n| n.parse().ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+/// CPUs and memory assigned to all instances (caller holds the root lock).
+fn assigned(t: &Topology) -> (Vec<u32>, Vec<u64>) {
+    let mut cpus = Vec::new();
+    let mut mem = vec![0u64; t.numa as usize];
+    for os in instances() {
+        let p = root().join("dev").join(format!("mcos{}", os));
+        if let Ok(kv) = open_instance(&p, false).and_then(|f| read_instance(&f)) {
+            cpus.extend(parse_cpulist(kv.get_or("cpus", "")).unwrap_or_default());
+            for (i, b) in parse_memnodes(kv.get_or("mem", ""), t.numa as usize)
+                .into_iter()
+                .enumerate()
+            {
+                mem[i] += b;
+            }
+        }
+    }
+    (cpus, mem)
+}
+
+/// Return an instance's CPUs and memory to the reserved pool (state → SHUTDOWN).
+fn shutdown_kv(kv: &mut Kv) {
+    kv.set("state", "SHUTDOWN");
+    kv.set("cpus", "");
+    kv.set("mem", "");
+    kv.set("boot_ms", "0");
+}
+
+fn modules_loaded() -> bool {
+    root().join("dev").join("mcd0").exists()
+}
+
+// ---------------------------------------------------------------- modprobe
+
+pub fn modprobe(args: &[String]) -> i32 {
+    if !is_root() {
+        eprintln!("modprobe: ERROR: could not insert 'ihk': Operation not permitted");
+        return 1;
+    }
+    let r = root();
+    let res = (|| -> io::Result<()> {
+        fs::create_dir_all(r.join("dev"))?;
+        fs::create_dir_all(r.join("ihk"))?;
+        let _g = root_lock()?;
+        let topo_file = r.join("topology");
+        let env_set = ["LWK_SIM_CPUS", "LWK_SIM_MEM", "LWK_SIM_NUMA"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some());
+        if env_set || !topo_file.exists() {
+            write_atomic(&topo_file, &Topology::load().render())?;
+        }
+        if !state_path().exists() {
+            save_host(&Host {
+                cpus: vec![],
+                mem: vec![],
+            })?;
+        }
+        let mcd = r.join("dev").join("mcd0");
+        if !mcd.exists() {
+            write_atomic(&mcd, &format!("{} mcd\nbuildid={}\n", DEV_MAGIC, BUILDID))?;
+            fs::set_permissions(&mcd, fs::Permissions::from_mode(0o600))?;
+        }
+        crate::mos::ensure_sysfs()?;
+        Ok(())
+    })();
+    let _ = args;
+    match res {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("modprobe: ERROR: could not insert 'ihk': {}", e);
+            1
+        }
+    }
+}
+
+pub fn rmmod(_args: &[String]) -> i32 {
+    if !is_root() {
+        eprintln!("rmmod: ERROR: ../libkmod/libkmod-module.c:799 kmod_module_remove_module() could not remove 'mcctrl': Operation not permitted");
+        return 1;
+    }
+    let Ok(_g) = root_lock() else {
+        eprintln!("rmmod: ERROR: cannot lock {}", root().display());
+        return 1;
+    };
+    if !modules_loaded() {
+        eprintln!("rmmod: ERROR: Module mcctrl is not currently loaded");
+        return 1;
+    }
+    if !instances().is_empty() {
+        eprintln!("rmmod: ERROR: Module mcctrl is in use");
+        return 1;
+    }
+    // Unloading ihk-smp gives every reserved CPU and byte back to Linux.
+    let _ = save_host(&Host {
+        cpus: vec![],
+        mem: vec![],
+    });
+    let _ = fs::remove_file(root().join("dev").join("mcd0"));
+    0
+}
+
+// ---------------------------------------------------------------- ihkconfig
+
+fn ihkconfig_usage(argv0: &str) {
+    let cmd = argv0.rsplit('/').next().unwrap_or(argv0);
+    eprintln!("Usage: {} (dev #) (action)", cmd);
+    eprintln!("action:");
+    for a in [
+        "create",
+        "destroy",
+        "scratch",
+        "sbox",
+        "read",
+        "mmap",
+        "ioctl",
+        "clear_kmsg",
+        "clear_kmsg_write",
+        "reserve cpu|mem [resources]",
+        "release cpu [resources]",
+        "release mem",
+        "query cpu|mem",
+        "get os_instances",
+        "get buildid",
+    ] {
+        eprintln!("    {}", a);
+    }
+}
+
+/// C `atoi`: leading digits, else 0.
+pub fn atoi(s: &str) -> u32 {
+    let d: String = s.trim().chars().take_while(|c| c.is_ascii_digit()).collect();
+    d.parse().unwrap_or(0)
+}
+
+/// Exit status of a C tool returning -1: 255.
+const FAIL: i32 = 255;
+
+pub fn ihkconfig(argv: &[String]) -> i32 {
+    let argv0 = argv.first().map(String::as_str).unwrap_or("ihkconfig");
+    if argv.len() < 3 {
+        ihkconfig_usage(argv0);
+        return 1;
+    }
+    let dev = atoi(&argv[1]);
+    let mcd = dev_path(&format!("mcd{}", dev));
+    if argv[2] == "get" {
+        return ihkconfig_get(argv, &mcd);
+    }
+    // The real tool opens /dev/mcd<N> O_RDWR; our file is mode 0600 like the node.
+    if let Err(e) = OpenOptions::new().read(true).write(true).open(&mcd) {
+        eprintln!("open: {}", strerror(e.raw_os_error().unwrap_or(libc::ENOENT)));
+        return 1;
+    }
+    let t = Topology::load();
+    match argv[2].as_str() {
+        "create" => do_create(),
+        "destroy" => {
+            if argv.len() < 4 {
+                println!("Usage: {} (dev #) destroy (os #)", argv0);
+                return 1;
+            }
+            let os = atoi(&argv[3]);
+            match destroy(os) {
+                Ok(()) => 0,
+                Err(_) => {
+                    eprintln!("error: destroying OS instance {}", os);
+                    FAIL
+                }
+            }
+        }
+        "reserve" => do_reserve(argv, &t),
+        "release" => do_release(argv, &t),
+        "query" => do_query(argv, &t),
+        "clear_kmsg" | "read" | "mmap" | "clear_kmsg_write" => {
+            if argv.len() > 3 {
+                0
+            } else {
+                eprintln!("Address is not specified!");
+                1
+            }
+        }
+        "ioctl" => {
+            eprintln!("error: ioctl()");
+            FAIL
+        }
+        "scratch" | "sbox" => 0,
+        other => {
+            eprintln!("Unknown action : {}", other);
+            ihkconfig_usage(argv0);
+            0
+        }
+    }
+}
+
+fn ihkconfig_get(argv: &[String], mcd: &Path) -> i32 {
+    if argv.len() < 4 {
+        ihkconfig_usage(&argv[0]);
+        return FAIL;
+    }
+    match argv[3].as_str() {
+        "os_instances" => {
+            if !is_root() || !mcd.exists() {
+                println!("do_get_os_instances,ihk_get_num_os_instances failed");
+                return FAIL;
+            }
+            let v: Vec<String> = instances().iter().map(|i| i.to_string()).collect();
+            println!("{}", v.join(","));
+            0
+        }
+        "buildid" => {
+            if File::open(mcd).is_err() {
+                println!("do_get_buildid,open failed");
+                return FAIL;
+            }
+            let kv = Kv::parse(&fs::read_to_string(mcd).unwrap_or_default());
+            println!("{}", kv.get_or("buildid", BUILDID));
+            0
+        }
+        other => {
+            eprintln!("Unknown target : {}", other);
+            ihkconfig_usage(&argv[0]);
+            FAIL
+        }
+    }
+}
+
+/// IHK_DEVICE_CREATE_OS returns the new minor, and ihkconfig returns that
+/// value: the first instance gives 0; a second `create` makes mcos1 and the
+/// tool reports an error and exits 1.
+fn do_create() -> i32 {
+    let res = (|| -> io::Result<u32> {
+        let _g = root_lock()?;
+        let existing = instances();
+        let minor = (0..MAX_MINORS)
+            .find(|m| !existing.contains(m))
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOSPC))?;
+        let mut kv = Kv::default();
+        kv.set("index", minor.to_string());
+        kv.set("state", "NOT_BOOTED");
+        for k in ["cpus", "mem", "image", "kargs"] {
+            kv.set(k, "");
+        }
+        kv.set("buildid", "");
+        let p = root().join("dev").join(format!("mcos{}", minor));
+        write_atomic(&p, &kv.render(DEV_MAGIC))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o666))?;
+        let _ = fs::write(kmsg_path(minor), "");
+        Ok(minor)
+    })();
+    match res {
+        Ok(0) => 0,
+        Ok(m) => {
+            eprintln!("error: creating OS instance");
+            m as i32
+        }
+        Err(_) => {
+            eprintln!("error: creating OS instance");
+            FAIL
+        }
+    }
+}
+
+/// IHK_DEVICE_DESTROY_OS: EBUSY while any fd holds the instance open (an
+/// mcexec's shared OFD lock on byte 0), otherwise force shutdown and remove.
+pub fn destroy(os: u32) -> io::Result<()> {
+    let _g = root_lock()?;
+    let p = root().join("dev").join(format!("mcos{}", os));
+    let f = open_instance(&p, true)?;
+    if !ofd_try_lock(&f, 0, true)? {
+        return Err(io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    with_instance(&f, |kv| {
+        shutdown_kv(kv);
+        kv.set("state", "DESTROYED");
+    })?;
+    fs::remove_file(&p)?;
+    let _ = fs::remove_file(kmsg_path(os));
+    Ok(())
+}
+
+fn do_reserve(argv: &[String], t: &Topology) -> i32 {
+    if argv.len() < 5 {
+        ihkconfig_usage(&argv[0]);
+        return FAIL;
+    }
+    let what = argv[3].as_str();
+    let spec = argv[4].as_str();
+    match what {
+        "cpu" => {
+            let Some(cpus) = parse_cpulist(spec).filter(|v| !v.is_empty()) else {
+                println!("do_reserve,get num of requested cpus failed");
+                return FAIL;
+            };
+            let r = reserve_cpus(&cpus, t);
+            if r != 0 {
+                eprintln!("error: reserving CPUs: {}", spec);
+                return FAIL;
+            }
+            0
+        }
+        "mem" => {
+            let Some(reqs) = parse_memlist(spec) else {
+                println!("do_reserve,get num of requested mems failed");
+                return FAIL;
+            };
+            if reserve_mem(&reqs, t) != 0 {
+                eprintln!("error: reserving memory: {}", spec);
+                return FAIL;
+            }
+            0
+        }
+        _ => {
+            ihkconfig_usage(&argv[0]);
+            FAIL
+        }
+    }
+}
+
+fn reserve_cpus(cpus: &[u32], t: &Topology) -> i32 {
+    if let Some(f) = take_fault(&["reserve_ebusy", "reserve_enomem"]) {
+        return if f.name == "reserve_ebusy" { EBUSY } else { ENOMEM };
+    }
+    let Ok(_g) = root_lock() else { return EBUSY };
+    let mut h = load_host(t);
+    // CPU 0 can never be reserved (it cannot be offlined).
+    if cpus.iter().any(|c| *c == 0 || *c >= t.cpus) {
+        return EINVAL;
+    }
+    if cpus.iter().any(|c| h.cpus.contains(c)) {
+        return EBUSY;
+    }
+    h.cpus.extend_from_slice(cpus);
+    h.cpus.sort_unstable();
+    if save_host(&h).is_err() {
+        return EBUSY;
+    }
+    0
+}
+
+/// Bytes that may be reserved on a node: 98% of it (IHK's cap outside Fugaku).
+fn node_cap(t: &Topology) -> u64 {
+    t.node_mem() / 100 * 98
+}
+
+fn reserve_mem(reqs: &[MemReq], t: &Topology) -> i32 {
+    if let Some(f) = take_fault(&["reserve_ebusy", "reserve_enomem"]) {
+        return if f.name == "reserve_ebusy" { EBUSY } else { ENOMEM };
+    }
+    let Ok(_g) = root_lock() else { return EBUSY };
+    let mut h = load_host(t);
+    let cap = node_cap(t);
+    for r in reqs {
+        let nodes: Vec<usize> = if r.numa == u32::MAX {
+            (0..t.numa as usize).collect()
+        } else if r.numa < t.numa {
+            vec![r.numa as usize]
+        } else {
+            return EINVAL;
+        };
+        for n in nodes {
+            let free = cap.saturating_sub(h.mem[n]);
+            match r.size {
+                // `all` is best effort: whatever is left.
+                None => h.mem[n] += free,
+                Some(s) if s <= free => h.mem[n] += s,
+                Some(_) => return ENOMEM,
+            }
+        }
+    }
+    if save_host(&h).is_err() {
+        return EBUSY;
+    }
+    0
+}
+
+fn do_release(argv: &[String], t: &Topology) -> i32 {
+    if argv.len() < 5 {
+        ihkconfig_usage(&argv[0]);
+        return FAIL;
+    }
+    let spec = argv[4].as_str();
+    let Ok(_g) = root_lock() else { return FAIL };
+    let mut h = load_host(t);
+    let (acpus, amem) = assigned(t);
+    match argv[3].as_str() {
+        "cpu" => {
+            let Some(cpus) = parse_cpulist(spec).filter(|v| !v.is_empty()) else {
+                println!("do_release,get num of requested cpus failed");
+                return FAIL;
+            };
+            if cpus
+                .iter()
+                .any(|c| !h.cpus.contains(c) || acpus.contains(c))
+            {
+                eprintln!("error: releasing CPUs: {}", spec);
+                return FAIL;
+            }
+            h.cpus.retain(|c| !cpus.contains(c));
+        }
+        "mem" => {
+            if spec == "all" {
+                for n in 0..h.mem.len() {
+                    h.mem[n] = amem[n];
+                }
+            } else {
+                let Some(reqs) = parse_memlist(spec) else {
+                    println!("do_release,get num of requested mems failed");
+                    return FAIL;
+                };
+                for r in reqs {
+                    let n = r.numa as usize;
+                    let avail = match (h.mem.get(n), amem.get(n)) {
+                        (Some(r), Some(a)) => r.saturating_sub(*a),
+                        _ => 0,
+                    };
+                    match r.size {
+                        Some(s) if s <= avail => h.mem[n] -= s,
+                        None if r.numa == u32::MAX => {
+                            for n in 0..h.mem.len() {
+                                h.mem[n] = amem[n];
+                            }
+                        }
+                        None if n < h.mem.len() => h.mem[n] = amem[n],
+                        _ => {
+                            eprintln!("error: releasing memory: {}", spec);
+                            return FAIL;
+                        }
+                    }
+                }
+            }
+        }
+        _ => {
+            ihkconfig_usage(&argv[0]);
+            return FAIL;
+        }
+    }
+    if save_host(&h).is_err() {
+        return FAIL;
+    }
+    0
+}
+
+fn do_query(argv: &[String], t: &Topology) -> i32 {
+    if argv.len() < 4 {
+        ihkconfig_usage(&argv[0]);
+        return FAIL;
+    }
+    let Ok(_g) = root_lock() else { return FAIL };
+    let h = load_host(t);
+    let (acpus, amem) = assigned(t);
+    match argv[3].as_str() {
+        "cpu" => {
+            let free: Vec<u32> = h
+                .cpus
+                .iter()
+                .copied()
+                .filter(|c| !acpus.contains(c))
+                .collect();
+            println!("{}", fmt_cpulist(&free));
+        }
+        "mem" => {
+            let free: Vec<u64> = h
+                .mem
+                .iter()
+                .zip(amem.iter())
+                .map(|(r, a)| r.saturating_sub(*a))
+                .collect();
+            println!("{}", fmt_memnodes(&free));
+        }
+        _ => {
+            ihkconfig_usage(&argv[0]);
+            return FAIL;
+        }
+    }
+    0
+}
+
+// ---------------------------------------------------------------- ihkosctl
+
+fn ihkosctl_usage(argv0: &str) {
+    let cmd = argv0.rsplit('/').next().unwrap_or(argv0);
+    eprintln!("Usage: {} (os #) (action)", cmd);
+    eprintln!("action:");
+    for a in [
+        "load (kernel.img)",
+        "boot",
+        "shutdown",
+        "assign cpu|mem ",
+        "       cpu (cpu_list) ",
+        "       mem (size@NUMA) ",
+        "release cpu|mem ",
+        "        cpu (cpu_list) ",
+        "        mem (size@NUMA) ",
+        "query [cpu|mem]",
+        "query_free_mem",
+        "kargs (kernel arg)",
+        "kmsg",
+        "clear_kmsg",
+        "get status|buildid",
+    ] {
+        eprintln!("    {}", a);
+    }
+}
+
+fn boot_delay_ms() -> u64 {
+    if let Some(v) = std::env::var("LWK_SIM_BOOT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        return v;
+    }
+    read_trim(&root().join("boot_delay_ms"))
+        .parse()
+        .unwrap_or(200)
+}
+
+pub fn ihkosctl(argv: &[String]) -> i32 {
+    let argv0 = argv.first().map(String::as_str).unwrap_or("ihkosctl");
+    if argv.len() < 3 {
+        ihkosctl_usage(argv0);
+        return 1;
+    }
+    let os = atoi(&argv[1]);
+    let path = dev_path(&format!("mcos{}", os));
+    let write = argv[2] != "get" && argv[2] != "kmsg" && argv[2] != "query";
+    let file = match open_instance(&path, write).or_else(|_| open_instance(&path, false)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("open: {}", strerror(e.raw_os_error().unwrap_or(libc::ENOENT)));
+            return 1;
+        }
+    };
+    // A destroyed instance (an old inode still bind-mounted) is gone.
+    if read_instance(&file)
+        .map(|kv| kv.get("state") == Some("DESTROYED"))
+        .unwrap_or(true)
+    {
+        eprintln!("open: {}", strerror(libc::ENOENT));
+        return 1;
+    }
+    let t = Topology::load();
+    let arg = |i: usize| argv.get(i).map(String::as_str);
+    match argv[2].as_str() {
+        "get" => match arg(3) {
+            Some("status") => match read_instance(&file) {
+                Ok(kv) => {
+                    println!("{}", status_of(&kv));
+                    0
+                }
+                Err(_) => FAIL,
+            },
+            Some("buildid") => match read_instance(&file) {
+                Ok(kv) => {
+                    println!("{}", kv.get_or("buildid", ""));
+                    0
+                }
+                Err(_) => FAIL,
+            },
+            _ => {
+                ihkosctl_usage(argv0);
+                FAIL
+            }
+        },
+        "load" => {
+            let img = arg(3).unwrap_or("/home/shimosawa/mcos/mcos.image");
+            let r = load(&file, img);
+            if r != 0 {
+                eprintln!("error: loading {}", img);
+                return FAIL;
+            }
+            0
+        }
+        "kargs" => {
+            let Some(k) = arg(3) else {
+                eprintln!("error: no arg specified.");
+                return 1;
+            };
+            let r = with_instance(&file, |kv| match status_of(kv) {
+                "BOOTING" | "RUNNING" => EBUSY,
+                _ => {
+                    kv.set("kargs", k.replace('\n', " "));
+                    0
+                }
+            });
+            if !matches!(r, Ok(0)) {
+                eprintln!("error: sending IRQ");
+                return FAIL;
+            }
+            0
+        }
+        "boot" => {
+            if boot(&file, os) != 0 {
+                eprintln!("error: booting");
+                return FAIL;
+            }
+            0
+        }
+        "shutdown" => {
+            if shutdown(&file, &t) != 0 {
+                eprintln!("error: shutting down");
+                return FAIL;
+            }
+            0
+        }
+        "assign" | "release" => {
+            let (Some(what), Some(spec)) = (arg(3), arg(4)) else {
+                ihkosctl_usage(argv0);
+                return FAIL;
+            };
+            let assign = argv[2] == "assign";
+            let r = assign_release(&file, &t, assign, what, spec);
+            if r != 0 {
+                let verb = if assign { "assigning" } else { "releasing" };
+                match what {
+                    "cpu" => eprintln!("error: {} CPUs: {}", verb, spec),
+                    "mem" => eprintln!("error: {} memory: {}", verb, spec),
+                    _ => ihkosctl_usage(argv0),
+                }
+                return FAIL;
+            }
+            0
+        }
+        "query" => {
+            let Ok(kv) = read_instance(&file) else {
+                return FAIL;
+            };
+            match arg(3) {
+                Some("cpu") => println!("{}", kv.get_or("cpus", "")),
+                Some("mem") => println!("{}", kv.get_or("mem", "")),
+                _ => {
+                    ihkosctl_usage(argv0);
+                    return FAIL;
+                }
+            }
+            0
+        }
+        "query_free_mem" => {
+            let kv = read_instance(&file).unwrap_or_default();
+            let bytes: u64 = parse_memnodes(kv.get_or("mem", ""), t.numa as usize)
+                .iter()
+                .sum();
+            println!("number of free pages (4kB): {}", bytes / 4096);
+            0
+        }
+        "kmsg" => {
+            let kv = read_instance(&file).unwrap_or_default();
+            let mut s = fs::read_to_string(kmsg_path(os)).unwrap_or_default();
+            match status_of(&kv) {
+                "RUNNING" => s.push_str("IHK/McKernel started.\n"),
+                "PANIC" => s.push_str("PANIC: simulated boot failure (lwk-sim fault boot_panic)\n"),
+                _ => {}
+            }
+            println!("{}", s);
+            0
+        }
+        "clear_kmsg" => {
+            let _ = fs::write(kmsg_path(os), "");
+            0
+        }
+        "dump" => {
+            eprintln!("dump is not supported.");
+            1
+        }
+        "ioctl" => {
+            eprintln!("error: ioctl");
+            FAIL
+        }
+        other => {
+            eprintln!("Unknown action : {}", other);
+            ihkosctl_usage(argv0);
+            0
+        }
+    }
+}
+
+fn load(file: &File, img: &str) -> i32 {
+    let Ok(content) = fs::read(img) else {
+        return libc::ENOENT;
+    };
+    let text = String::from_utf8_lossy(&content[..content.len().min(4096)]).to_string();
+    let buildid = Kv::parse(&text)
+        .get("buildid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| BUILDID.to_string());
+    let abs = fs::canonicalize(img)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| img.to_string());
+    with_instance(file, |kv| match status_of(kv) {
+        "BOOTING" | "RUNNING" | "PANIC" => EBUSY,
+        _ => {
+            kv.set("image", abs);
+            kv.set("buildid", buildid);
+            kv.set("state", "NOT_BOOTED");
+            0
+        }
+    })
+    .unwrap_or(EBUSY)
+}
+
+fn boot(file: &File, os: u32) -> i32 {
+    let fault = take_fault(&["boot_panic", "boot_hang", "boot_slow"]);
+    // Faults for mcexec move into the instance so that an mcexec inside a
+    // container (which cannot see $LWK_SIM_ROOT) still meets them.
+    let mcexec_faults = root_lock()
+        .map(|_g| drain_faults(&["mcexec_crash"]))
+        .unwrap_or_default();
+    let mut delay = boot_delay_ms();
+    let mut outcome = "run";
+    let mut hang_wait = 40_000;
+    if let Some(f) = &fault {
+        match f.name.as_str() {
+            "boot_panic" => outcome = "panic",
+            "boot_hang" => {
+                outcome = "hang";
+                hang_wait = f.param_ms(40_000);
+            }
+            _ => delay = f.param_ms(5_000),
+        }
+    }
+    let kargs_line;
+    let r = with_instance(file, |kv| {
+        let st = status_of(kv);
+        if st == "BOOTING" || st == "RUNNING" || st == "PANIC" {
+            return EBUSY;
+        }
+        if kv.get_or("image", "").is_empty()
+            || kv.get_or("cpus", "").is_empty()
+            || kv.get_or("mem", "").is_empty()
+        {
+            return EINVAL;
+        }
+        kv.set("state", "BOOTING");
+        kv.set("boot_ms", now_ms().to_string());
+        kv.set("boot_delay_ms", delay.to_string());
+        kv.set("boot_outcome", outcome);
+        kv.set("hang_shutdown_ms", hang_wait.to_string());
+        kv.remove_all("fault");
+        for f in &mcexec_faults {
+            kv.push("fault", f.render());
+        }
+        0
+    })
+    .unwrap_or(EBUSY);
+    if r == 0 {
+        if let Ok(kv) = read_instance(file) {
+            kargs_line = format!(
+                "IHK/McKernel booting (lwk-sim {}): cpus={} mem={} kargs=\"{}\"\n",
+                BUILDID,
+                kv.get_or("cpus", ""),
+                kv.get_or("mem", ""),
+                kv.get_or("kargs", "")
+            );
+            if let Ok(mut f) = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(kmsg_path(os))
+            {
+                use std::io::Write;
+                let _ = f.write_all(kargs_line.as_bytes());
+            }
+        }
+    }
+    r
+}
+
+/// IHK_OS_SHUTDOWN. The kernel waits for a booting OS (up to 20 s for READY,
+/// then 20 s for RUNNING); the simulator waits out the remaining boot delay,
+/// or `hang_shutdown_ms` for a hung boot. Resources go back to the reserved pool.
+fn shutdown(file: &File, t: &Topology) -> i32 {
+    let Ok(kv) = read_instance(file) else {
+        return FAIL;
+    };
+    if kv.get("state") == Some("BOOTING") && status_of(&kv) == "BOOTING" {
+        let wait = if kv.get("boot_outcome") == Some("hang") {
+            kv.num("hang_shutdown_ms")
+        } else {
+            (kv.num("boot_ms") + kv.num("boot_delay_ms")).saturating_sub(now_ms())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(wait.min(40_000)));
+    }
+    let _ = t;
+    let Ok(_g) = root_lock() else { return FAIL };
+    with_instance(file, |kv| {
+        shutdown_kv(kv);
+        0
+    })
+    .unwrap_or(FAIL)
+}
+
+fn assign_release(file: &File, t: &Topology, assign: bool, what: &str, spec: &str) -> i32 {
+    let Ok(_g) = root_lock() else { return FAIL };
+    let h = load_host(t);
+    let (acpus, amem) = assigned(t);
+    with_instance(file, |kv| {
+        if matches!(status_of(kv), "BOOTING" | "RUNNING") {
+            return EBUSY;
+        }
+        let mut mine = parse_cpulist(kv.get_or("cpus", "")).unwrap_or_default();
+        let mut mymem = parse_memnodes(kv.get_or("mem", ""), t.numa as usize);
+        match (what, assign) {
+            ("cpu", _) => {
+                let Some(cpus) = parse_cpulist(spec).filter(|v| !v.is_empty()) else {
+                    return EINVAL;
+                };
+                if assign {
+                    if cpus
+                        .iter()
+                        .any(|c| !h.cpus.contains(c) || acpus.contains(c))
+                    {
+                        return EINVAL;
+                    }
+                    mine.extend(cpus);
+                } else {
+                    if cpus.iter().any(|c| !mine.contains(c)) {
+                        return EINVAL;
+                    }
+                    mine.retain(|c| !cpus.contains(c));
+                }
+                kv.set("cpus", fmt_cpulist(&mine));
+            }
+            ("mem", _) => {
+                let reqs = if spec == "all" {
+                    vec![MemReq {
+                        size: None,
+                        numa: u32::MAX,
+                    }]
+                } else {
+                    match parse_memlist(spec) {
+                        Some(r) => r,
+                        None => return EINVAL,
+                    }
+                };
+                for r in reqs {
+                    let nodes: Vec<usize> = if r.numa == u32::MAX {
+                        (0..t.numa as usize).collect()
+                    } else if r.numa < t.numa {
+                        vec![r.numa as usize]
+                    } else {
+                        return EINVAL;
+                    };
+                    for n in nodes {
+                        let avail = if assign {
+                            h.mem[n].saturating_sub(amem[n])
+                        } else {
+                            mymem[n]
+                        };
+                        let amount = match r.size {
+                            None => avail,
+                            Some(s) if s <= avail => s,
+                            Some(_) => return ENOMEM,
+                        };
+                        if assign {
+                            mymem[n] += amount;
+                        } else {
+                            mymem[n] -= amount;
+                        }
+                    }
+                }
+                kv.set("mem", fmt_memnodes(&mymem));
+            }
+            _ => return EINVAL,
+        }
+        0
+    })
+    .unwrap_or(FAIL)
+}
+
+/// Paths of the instance files whose holders `mcstop+release.sh -k` kills.
+pub fn instance_paths() -> Vec<(u32, PathBuf)> {
+    instances()
+        .into_iter()
+        .map(|os| (os, root().join("dev").join(format!("mcos{}", os))))
+        .collect()
+}
+
+pub fn loaded() -> bool {
+    modules_loaded()
+}
