@@ -586,3 +586,99 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 }
+
+/// Lease + driver lifecycle against the simulator (skipped where it is not installed).
+/// One test function: it sets LWK_SIM_ROOT for the whole process.
+#[cfg(test)]
+mod sim_tests {
+    use super::*;
+    use std::process::Command;
+
+    const BIN: &str = "/opt/lwk-sim/bin";
+
+    fn sim_cfg(root: &Path, lease_dir: &Path) -> Config {
+        let mut c = Config::default();
+        c.lease_dir = lease_dir.into();
+        let m = &mut c.mckernel;
+        m.enabled = true;
+        m.ihkconfig = format!("{BIN}/ihkconfig").into();
+        m.ihkosctl = format!("{BIN}/ihkosctl").into();
+        m.mcexec = format!("{BIN}/mcexec").into();
+        m.dev_dir = root.join("dev");
+        m.cpus = "1".into();
+        m.memory = "64M@0".into();
+        m.image = "/opt/lwk-sim/smp-x86/kernel/mckernel.img".into();
+        m.boot_timeout_secs = 10;
+        c
+    }
+
+    fn calls(root: &Path, what: &str) -> usize {
+        fs::read_to_string(root.join("calls.log")).unwrap_or_default().lines().filter(|l| l.contains(what)).count()
+    }
+
+    fn reserved(root: &Path) -> String {
+        let q = |w: &str| {
+            let o = Command::new(format!("{BIN}/ihkconfig")).args(["0", "query", w]).env("LWK_SIM_ROOT", root).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        format!("{}{}", q("cpu"), q("mem"))
+    }
+
+    #[test]
+    fn boot_once_teardown_last_and_panic_leaves_nothing() {
+        if !Path::new(BIN).join("lwk-sim").exists() {
+            eprintln!("lwk-sim not installed; skipping");
+            return;
+        }
+        let base = std::env::temp_dir().join(format!("lwk-simtest-{}", std::process::id()));
+        let root = base.join("sim");
+        let _ = fs::remove_dir_all(&base);
+        fs::create_dir_all(&root).unwrap();
+        std::env::set_var("LWK_SIM_ROOT", &root);
+        assert!(Command::new(format!("{BIN}/lwk-sim")).arg("modprobe").status().unwrap().success());
+        let cfg = sim_cfg(&root, &base.join("leases"));
+        let me = std::process::id() as i32;
+        let nl = |id: &'static str| NewLease { id, root: Path::new("/r"), bundle: Path::new("/b"), owner_pid: me, init_pid: None };
+
+        let a = acquire(&cfg, LwkKind::McKernel, &nl("a")).unwrap();
+        let b = acquire(&cfg, LwkKind::McKernel, &nl("b")).unwrap();
+        assert_ne!(a.slot, b.slot);
+        assert!(matches!(acquire(&cfg, LwkKind::McKernel, &nl("a")), Err(LeaseError::Duplicate { .. })));
+        assert_eq!(calls(&root, "\t0 boot\t"), 1);
+        release(&cfg, Path::new("/r"), "a").unwrap();
+        assert_eq!(calls(&root, "destroy"), 0);
+        release(&cfg, Path::new("/r"), "b").unwrap();
+        assert_eq!(calls(&root, "destroy"), 1);
+        assert_eq!(reserved(&root), "");
+
+        // A lease whose owner died (kill -9 mid-create): gc tears the LWK down.
+        let mut dead = nl("dead");
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.wait().unwrap();
+        acquire(&cfg, LwkKind::McKernel, &nl("live")).unwrap();
+        dead.owner_pid = me;
+        let l = acquire(&cfg, LwkKind::McKernel, &dead).unwrap();
+        let t = Table::lock(&cfg.lease_dir).unwrap();
+        let mut l2 = l.clone();
+        l2.owner_pid = pid;
+        t.put(&lease_key(Path::new("/r"), "dead").unwrap(), &l2).unwrap();
+        drop(t);
+        release(&cfg, Path::new("/r"), "live").unwrap();
+        assert_eq!(reserved(&root), "", "release reconciled the dead lease and tore down");
+        assert!(read_leases(&cfg.lease_dir).is_empty());
+
+        // PANIC at boot: error names the LWK, the status and the kmsg; nothing reserved.
+        fs::write(root.join("faults"), "boot_panic once\n").unwrap();
+        let e = acquire(&cfg, LwkKind::McKernel, &nl("p")).unwrap_err().to_string();
+        assert!(e.contains("McKernel") && e.contains("PANIC") && e.contains("kmsg"), "{e}");
+        assert_eq!(reserved(&root), "");
+        assert!(read_leases(&cfg.lease_dir).is_empty());
+        assert!(!cfg.lease_dir.join("node-mckernel.json").exists());
+        // The next container (not queued behind the failure) boots afresh.
+        acquire(&cfg, LwkKind::McKernel, &nl("q")).unwrap();
+        release(&cfg, Path::new("/r"), "q").unwrap();
+        assert_eq!(reserved(&root), "");
+        let _ = fs::remove_dir_all(&base);
+    }
+}
