@@ -69,6 +69,10 @@ pub struct Config {
     pub pid_stride: u32,
     pub mckernel: McKernelConfig,
     pub mos: MosConfig,
+    /// Not a key: the binary injected as the container's init; None = the running
+    /// lwk-runc (/proc/self/exe). Tests point it at the built binary.
+    #[serde(skip)]
+    pub init_binary: Option<PathBuf>,
     /// Set by `load` (not a key): the file this came from, for error messages.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -230,6 +234,7 @@ impl Default for Config {
             pid_stride: 500,
             mckernel: McKernelConfig::default(),
             mos: MosConfig::default(),
+            init_binary: None,
             source: None,
         }
     }
@@ -266,11 +271,12 @@ impl Config {
             reason: e.message().trim().to_string(),
         })?;
         cfg.source = Some(file.to_path_buf());
-        cfg.validate().map_err(|(key, reason)| ConfigError::Invalid {
-            file: file.to_path_buf(),
-            key,
-            reason,
-        })?;
+        cfg.validate()
+            .map_err(|(key, reason)| ConfigError::Invalid {
+                file: file.to_path_buf(),
+                key,
+                reason,
+            })?;
         Ok(cfg)
     }
 
@@ -308,13 +314,19 @@ impl Config {
             if p.is_absolute() {
                 Ok(())
             } else {
-                Err((key.into(), format!("`{}` must be an absolute path", p.display())))
+                Err((
+                    key.into(),
+                    format!("`{}` must be an absolute path", p.display()),
+                ))
             }
         };
         abs("lease_dir", &self.lease_dir)?;
         abs("patchelf", &self.patchelf)?;
         if self.pid_base < 2 {
-            return Err(("pid_base".into(), "must be at least 2 (pid 1 is the container's init)".into()));
+            return Err((
+                "pid_base".into(),
+                "must be at least 2 (pid 1 is the container's init)".into(),
+            ));
         }
         if self.pid_stride < 2 {
             return Err(("pid_stride".into(), "must be at least 2".into()));
@@ -333,14 +345,25 @@ impl Config {
         }
         if m.enabled && m.boot_mode == BootMode::Tools {
             if m.cpus.trim().is_empty() {
-                return Err(("mckernel.cpus".into(), "must name the CPUs to reserve (e.g. \"2-3\") when boot_mode = \"tools\"".into()));
+                return Err((
+                    "mckernel.cpus".into(),
+                    "must name the CPUs to reserve (e.g. \"2-3\") when boot_mode = \"tools\""
+                        .into(),
+                ));
             }
             if m.memory.trim().is_empty() {
-                return Err(("mckernel.memory".into(), "must name the memory to reserve (e.g. \"512M@0\") when boot_mode = \"tools\"".into()));
+                return Err((
+                    "mckernel.memory".into(),
+                    "must name the memory to reserve (e.g. \"512M@0\") when boot_mode = \"tools\""
+                        .into(),
+                ));
             }
             // ihk_os_kargs rejects kargs without `hidos` (lwk-tools.md §1.4); fail here, not at boot.
             if !m.kargs.split_whitespace().any(|w| w == "hidos") {
-                return Err(("mckernel.kargs".into(), "must contain `hidos` (IHK refuses kargs without it)".into()));
+                return Err((
+                    "mckernel.kargs".into(),
+                    "must contain `hidos` (IHK refuses kargs without it)".into(),
+                ));
             }
         }
         if m.boot_timeout_secs == 0 {
@@ -349,11 +372,18 @@ impl Config {
         check_allow_list("mckernel.allowed_args", &m.allowed_args)?;
         check_static_args("mckernel.launcher_args", &m.launcher_args)?;
         let o = &self.mos;
-        for (k, p) in [("mos.lwkctl", &o.lwkctl), ("mos.yod", &o.yod), ("mos.sysfs", &o.sysfs)] {
+        for (k, p) in [
+            ("mos.lwkctl", &o.lwkctl),
+            ("mos.yod", &o.yod),
+            ("mos.sysfs", &o.sysfs),
+        ] {
             abs(k, p)?;
         }
         if o.boot_mode == BootMode::Script {
-            return Err(("mos.boot_mode".into(), "mOS supports \"tools\" (lwkctl) or \"external\" only".into()));
+            return Err((
+                "mos.boot_mode".into(),
+                "mOS supports \"tools\" (lwkctl) or \"external\" only".into(),
+            ));
         }
         if o.boot_timeout_secs == 0 {
             return Err(("mos.boot_timeout_secs".into(), "must be > 0".into()));
@@ -362,7 +392,13 @@ impl Config {
         check_static_args("mos.launcher_args", &o.launcher_args)?;
         if let Some(k) = self.default_kernel.kind() {
             if !self.enabled(k) {
-                return Err(("default_kernel".into(), format!("names {k}, which is not enabled ([{}] enabled = false)", k.config_section())));
+                return Err((
+                    "default_kernel".into(),
+                    format!(
+                        "names {k}, which is not enabled ([{}] enabled = false)",
+                        k.config_section()
+                    ),
+                ));
             }
         }
         Ok(())
@@ -378,7 +414,10 @@ fn check_allow_list(key: &str, list: &[String]) -> Result<(), (String, String)> 
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !ok {
-            return Err((key.into(), format!("entry `{entry}` is not an option name like \"-t=\" or \"--flag\"")));
+            return Err((
+                key.into(),
+                format!("entry `{entry}` is not an option name like \"-t=\" or \"--flag\""),
+            ));
         }
     }
     Ok(())
@@ -386,7 +425,10 @@ fn check_allow_list(key: &str, list: &[String]) -> Result<(), (String, String)> 
 
 fn check_static_args(key: &str, args: &[String]) -> Result<(), (String, String)> {
     if let Some(a) = args.iter().find(|a| a.is_empty() || a.contains('\0')) {
-        return Err((key.into(), format!("argument {a:?} is empty or contains NUL")));
+        return Err((
+            key.into(),
+            format!("argument {a:?} is empty or contains NUL"),
+        ));
     }
     Ok(())
 }
@@ -404,7 +446,11 @@ fn key_at(text: &str, at: usize) -> Option<String> {
         .find(|l| l.starts_with('[') && !l.starts_with("[["))
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
     if line.starts_with('[') {
-        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        return Some(
+            line.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string(),
+        );
     }
     let key = line.split('=').next()?.trim().trim_matches('"');
     if key.is_empty() {
@@ -459,11 +505,15 @@ mod tests {
     fn semantic_errors_name_key() {
         let s = parse("lease_dir = \"rel\"\n").unwrap_err().to_string();
         assert!(s.contains("`lease_dir`") && s.contains("absolute"), "{s}");
-        let s = parse("[mckernel]\nenabled = true\ncpus = \"1\"\nkargs = \"x\"\n").unwrap_err().to_string();
+        let s = parse("[mckernel]\nenabled = true\ncpus = \"1\"\nkargs = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(s.contains("mckernel.kargs") && s.contains("hidos"), "{s}");
         let s = parse("default_kernel = \"mos\"\n").unwrap_err().to_string();
         assert!(s.contains("default_kernel"), "{s}");
-        let s = parse("[mckernel]\nallowed_args = [\"/bin/sh\"]\n").unwrap_err().to_string();
+        let s = parse("[mckernel]\nallowed_args = [\"/bin/sh\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(s.contains("mckernel.allowed_args"), "{s}");
     }
 }

@@ -44,7 +44,9 @@ struct State {
 /// Entry point: `stage` from argv, state JSON from stdin.
 pub fn main(cfg: &Config, stage: &str) -> Result<(), HookError> {
     let mut buf = Vec::new();
-    std::io::stdin().read_to_end(&mut buf).map_err(|e| HookError::State(e.to_string()))?;
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .map_err(|e| HookError::State(e.to_string()))?;
     run(cfg, stage, &buf)
 }
 
@@ -54,19 +56,38 @@ pub fn run(cfg: &Config, stage: &str, state: &[u8]) -> Result<(), HookError> {
     match stage {
         "prestart" | "createRuntime" => {
             let path = st.bundle.join("config.json");
-            let spec = oci_spec::runtime::Spec::load(&path).map_err(|e| HookError::Spec { path: path.clone(), reason: e.to_string() })?;
+            let spec = oci_spec::runtime::Spec::load(&path).map_err(|e| HookError::Spec {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
             let mut ann = spec.annotations().clone().unwrap_or_default();
             ann.extend(st.annotations.clone().unwrap_or_default());
-            let env = spec.process().as_ref().and_then(|p| p.env().clone()).unwrap_or_default();
-            let req = policy::decide(cfg, Some(&ann), &env).map_err(|source| LwkError::Policy { id: st.id.clone(), source })?;
+            let env = spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.env().clone())
+                .unwrap_or_default();
+            let req = policy::decide(cfg, Some(&ann), &env).map_err(|source| LwkError::Policy {
+                id: st.id.clone(),
+                source,
+            })?;
             let Some(req) = req else { return Ok(()) };
             let pid = st.pid.unwrap_or(0);
             let l = lease::acquire(
                 cfg,
                 req.kind,
-                &lease::NewLease { id: &st.id, root, bundle: &st.bundle, owner_pid: pid, init_pid: Some(pid) },
+                &lease::NewLease {
+                    id: &st.id,
+                    root,
+                    bundle: &st.bundle,
+                    owner_pid: pid,
+                    init_pid: Some(pid),
+                },
             )
-            .map_err(|source| LwkError::Lease { id: st.id.clone(), source })?;
+            .map_err(|source| LwkError::Lease {
+                id: st.id.clone(),
+                source,
+            })?;
             if driver::for_kind(cfg, req.kind).needs_pid_slot() && pid > 0 {
                 // Best effort: a launcher the container starts itself (not as PID 1) then
                 // gets a node-unique pid too.

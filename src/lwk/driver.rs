@@ -108,11 +108,15 @@ impl ToolOutput {
 /// Run a tool. Spawn failure (missing, not executable) names the config key.
 pub fn run(tool: &Path, key: &str, args: &[String]) -> Result<ToolOutput, DriverError> {
     tracing::debug!(tool = %tool.display(), ?args, "running LWK tool");
-    let out = Command::new(tool).args(args).output().map_err(|source| DriverError::MissingTool {
-        path: tool.to_path_buf(),
-        key: key.into(),
-        source,
-    })?;
+    let out =
+        Command::new(tool)
+            .args(args)
+            .output()
+            .map_err(|source| DriverError::MissingTool {
+                path: tool.to_path_buf(),
+                key: key.into(),
+                source,
+            })?;
     Ok(ToolOutput {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -121,7 +125,12 @@ pub fn run(tool: &Path, key: &str, args: &[String]) -> Result<ToolOutput, Driver
 }
 
 /// Run a tool that must exit 0.
-pub fn run_ok(kind: LwkKind, tool: &Path, key: &str, args: &[String]) -> Result<ToolOutput, DriverError> {
+pub fn run_ok(
+    kind: LwkKind,
+    tool: &Path,
+    key: &str,
+    args: &[String],
+) -> Result<ToolOutput, DriverError> {
     let o = run(tool, key, args)?;
     if o.code == Some(0) {
         Ok(o)
@@ -129,7 +138,9 @@ pub fn run_ok(kind: LwkKind, tool: &Path, key: &str, args: &[String]) -> Result<
         Err(DriverError::ToolFailed {
             kind,
             cmd: format!("{} {}", tool.display(), args.join(" ")),
-            status: o.code.map_or("killed by a signal".into(), |c| format!("exit {c}")),
+            status: o
+                .code
+                .map_or("killed by a signal".into(), |c| format!("exit {c}")),
             output: o.text(),
         })
     }
@@ -175,7 +186,11 @@ pub fn wait_running(
 
 /// A char device gets its own node in the container; anything else (the simulator's
 /// regular files) is bind-mounted.
-pub fn device_fact(kind: LwkKind, host: &Path, container: &Path) -> Result<DeviceFact, DriverError> {
+pub fn device_fact(
+    kind: LwkKind,
+    host: &Path,
+    container: &Path,
+) -> Result<DeviceFact, DriverError> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let md = std::fs::metadata(host).map_err(|source| DriverError::Inspect {
         kind,

@@ -58,7 +58,7 @@ pub fn main(args: &[OsString]) -> i32 {
         for sig in 1..=libc::SIGRTMAX() {
             if forwarded(sig) {
                 let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = forward as usize;
+                sa.sa_sigaction = forward as extern "C" fn(libc::c_int) as usize;
                 sa.sa_flags = libc::SA_RESTART;
                 libc::sigemptyset(&mut sa.sa_mask);
                 libc::sigaction(sig, &sa, std::ptr::null_mut());

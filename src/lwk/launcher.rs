@@ -94,8 +94,10 @@ pub fn closure_for(
         binary: real.clone(),
         what,
     };
-    fs::create_dir_all(cache_dir).map_err(|e| build_err(format!("creating cache dir {}: {e}", cache_dir.display())))?;
-    let lock = File::create(cache_dir.join(".lock")).map_err(|e| build_err(format!("opening cache lock: {e}")))?;
+    fs::create_dir_all(cache_dir)
+        .map_err(|e| build_err(format!("creating cache dir {}: {e}", cache_dir.display())))?;
+    let lock = File::create(cache_dir.join(".lock"))
+        .map_err(|e| build_err(format!("opening cache lock: {e}")))?;
     flock_exclusive(&lock).map_err(|e| build_err(format!("locking the closure cache: {e}")))?;
     // Another process may have built it while we waited.
     if host_dir.is_dir() {
@@ -103,15 +105,23 @@ pub fn closure_for(
     }
     let tmp = cache_dir.join(format!(".{name}-{key:016x}.tmp{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
-    let res = build(&real, name, patchelf, container_dir, &tmp)
-        .and_then(|_| fs::rename(&tmp, &host_dir).map_err(|e| build_err(format!("publishing {}: {e}", host_dir.display()))));
+    let res = build(&real, name, patchelf, container_dir, &tmp).and_then(|_| {
+        fs::rename(&tmp, &host_dir)
+            .map_err(|e| build_err(format!("publishing {}: {e}", host_dir.display())))
+    });
     if res.is_err() {
         let _ = fs::remove_dir_all(&tmp);
     }
     res.map(|_| closure)
 }
 
-fn build(real: &Path, name: &str, patchelf: &Path, container_dir: &Path, tmp: &Path) -> Result<(), LauncherError> {
+fn build(
+    real: &Path,
+    name: &str,
+    patchelf: &Path,
+    container_dir: &Path,
+    tmp: &Path,
+) -> Result<(), LauncherError> {
     let err = |what: String| LauncherError::Build {
         binary: real.to_path_buf(),
         what,
@@ -130,9 +140,11 @@ fn build(real: &Path, name: &str, patchelf: &Path, container_dir: &Path, tmp: &P
         .file_name()
         .ok_or_else(|| err(format!("odd PT_INTERP {}", interp.display())))?
         .to_owned();
-    fs::copy(&interp, lib_dir.join(&interp_name)).map_err(|e| err(format!("copying loader {}: {e}", interp.display())))?;
+    fs::copy(&interp, lib_dir.join(&interp_name))
+        .map_err(|e| err(format!("copying loader {}: {e}", interp.display())))?;
     for (soname, path) in list_libs(&interp, real).map_err(err)? {
-        fs::copy(&path, lib_dir.join(&soname)).map_err(|e| err(format!("copying {}: {e}", path.display())))?;
+        fs::copy(&path, lib_dir.join(&soname))
+            .map_err(|e| err(format!("copying {}: {e}", path.display())))?;
     }
     let c_lib = container_dir.join("lib");
     let out = Command::new(patchelf)
@@ -203,7 +215,8 @@ pub fn elf_interp(path: &Path) -> Result<Option<String>, LauncherError> {
     };
     let mut f = File::open(path).map_err(|e| err(e.to_string()))?;
     let mut h = [0u8; 64];
-    f.read_exact(&mut h).map_err(|e| err(format!("short header: {e}")))?;
+    f.read_exact(&mut h)
+        .map_err(|e| err(format!("short header: {e}")))?;
     if &h[..4] != b"\x7fELF" {
         return Err(err("not an ELF file".into()));
     }
@@ -224,8 +237,10 @@ pub fn elf_interp(path: &Path) -> Result<Option<String>, LauncherError> {
         return Err(err("implausible program header table".into()));
     }
     let mut ph = vec![0u8; phentsize * phnum];
-    f.seek(SeekFrom::Start(phoff)).map_err(|e| err(e.to_string()))?;
-    f.read_exact(&mut ph).map_err(|e| err(format!("reading program headers: {e}")))?;
+    f.seek(SeekFrom::Start(phoff))
+        .map_err(|e| err(e.to_string()))?;
+    f.read_exact(&mut ph)
+        .map_err(|e| err(format!("reading program headers: {e}")))?;
     for i in 0..phnum {
         let p = &ph[i * phentsize..];
         if u32_at(p, 0) == 3 {
@@ -234,8 +249,10 @@ pub fn elf_interp(path: &Path) -> Result<Option<String>, LauncherError> {
                 return Err(err("implausible PT_INTERP".into()));
             }
             let mut s = vec![0u8; size as usize];
-            f.seek(SeekFrom::Start(off)).map_err(|e| err(e.to_string()))?;
-            f.read_exact(&mut s).map_err(|e| err(format!("reading PT_INTERP: {e}")))?;
+            f.seek(SeekFrom::Start(off))
+                .map_err(|e| err(e.to_string()))?;
+            f.read_exact(&mut s)
+                .map_err(|e| err(format!("reading PT_INTERP: {e}")))?;
             let end = s.iter().position(|b| *b == 0).unwrap_or(s.len());
             return Ok(Some(String::from_utf8_lossy(&s[..end]).into_owned()));
         }
@@ -280,17 +297,30 @@ mod tests {
     #[test]
     fn parses_ld_list() {
         let t = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
-        assert_eq!(parse_ld_list(t).unwrap(), vec![("libc.so.6".to_string(), PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"))]);
-        assert!(parse_ld_list("\tlibfoo.so => not found\n").unwrap_err().contains("libfoo.so"));
+        assert_eq!(
+            parse_ld_list(t).unwrap(),
+            vec![(
+                "libc.so.6".to_string(),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6")
+            )]
+        );
+        assert!(parse_ld_list("\tlibfoo.so => not found\n")
+            .unwrap_err()
+            .contains("libfoo.so"));
     }
 
     #[test]
     fn elf_interp_of_dynamic_and_static() {
-        assert!(elf_interp(Path::new("/bin/true")).unwrap().unwrap().contains("ld-linux"));
+        assert!(elf_interp(Path::new("/bin/true"))
+            .unwrap()
+            .unwrap()
+            .contains("ld-linux"));
         if Path::new("/bin/busybox").exists() {
             assert_eq!(elf_interp(Path::new("/bin/busybox")).unwrap(), None);
         }
-        assert!(elf_interp(Path::new("/etc/hostname")).is_err() || !Path::new("/etc/hostname").exists());
+        assert!(
+            elf_interp(Path::new("/etc/hostname")).is_err() || !Path::new("/etc/hostname").exists()
+        );
     }
 
     /// Build a closure whose "container dir" is its own host dir, then run it with an
@@ -304,14 +334,30 @@ mod tests {
         let _ = fs::remove_dir_all(&cache);
         // Stand in for the container's mount with a symlink to the built dir.
         let target = std::env::temp_dir().join(format!("lwk-closure-mnt-{}", std::process::id()));
-        let c = closure_for(&cache, "echo", Path::new("/bin/echo"), "test", Path::new("/usr/bin/patchelf"), &target).unwrap();
+        let c = closure_for(
+            &cache,
+            "echo",
+            Path::new("/bin/echo"),
+            "test",
+            Path::new("/usr/bin/patchelf"),
+            &target,
+        )
+        .unwrap();
         let _ = fs::remove_file(&target);
         std::os::unix::fs::symlink(&c.host_dir, &target).unwrap();
         let interp = elf_interp(&c.host_dir.join("bin/echo")).unwrap().unwrap();
         assert!(interp.starts_with(target.to_str().unwrap()), "{interp}");
         let out = Command::new(&c.exe).arg("ok").env_clear().output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
-        let again = closure_for(&cache, "echo", Path::new("/bin/echo"), "test", Path::new("/usr/bin/patchelf"), &target).unwrap();
+        let again = closure_for(
+            &cache,
+            "echo",
+            Path::new("/bin/echo"),
+            "test",
+            Path::new("/usr/bin/patchelf"),
+            &target,
+        )
+        .unwrap();
         assert_eq!(again, c);
         let _ = fs::remove_dir_all(&cache);
         let _ = fs::remove_file(&target);
@@ -320,10 +366,30 @@ mod tests {
     #[test]
     fn missing_patchelf_and_launcher_are_clear() {
         let cache = std::env::temp_dir().join(format!("lwk-closure-test2-{}", std::process::id()));
-        let e = closure_for(&cache, "true", Path::new("/bin/true"), "test", Path::new("/nonexistent/patchelf"), Path::new("/x")).unwrap_err();
+        let e = closure_for(
+            &cache,
+            "true",
+            Path::new("/bin/true"),
+            "test",
+            Path::new("/nonexistent/patchelf"),
+            Path::new("/x"),
+        )
+        .unwrap_err();
         assert!(matches!(e, LauncherError::NoPatchelf { .. }), "{e}");
-        assert!(!fs::read_dir(&cache).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("true")));
-        let e = closure_for(&cache, "mcexec", Path::new("/nonexistent/mcexec"), "mckernel.mcexec", Path::new("/usr/bin/patchelf"), Path::new("/x")).unwrap_err();
+        assert!(!fs::read_dir(&cache).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("true")));
+        let e = closure_for(
+            &cache,
+            "mcexec",
+            Path::new("/nonexistent/mcexec"),
+            "mckernel.mcexec",
+            Path::new("/usr/bin/patchelf"),
+            Path::new("/x"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("mckernel.mcexec"), "{e}");
         let _ = fs::remove_dir_all(&cache);
     }

@@ -87,17 +87,26 @@ pub struct Table {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 /// The lease file name: the id plus a hash of the runtime root, so the same id under two
 /// roots (two engines) cannot collide.
 pub fn lease_key(root: &Path, id: &str) -> Result<String, LeaseError> {
-    if id.is_empty() || id.len() > 1024 || id.contains('/') || id.starts_with('.') || id.contains('\0') {
+    if id.is_empty()
+        || id.len() > 1024
+        || id.contains('/')
+        || id.starts_with('.')
+        || id.contains('\0')
+    {
         return Err(LeaseError::BadId(id.into()));
     }
     let mut h: u32 = 0x811c9dc5;
@@ -158,7 +167,8 @@ impl Table {
             what,
             source,
         };
-        fs::create_dir_all(dir.join("leases")).map_err(|e| io("creating the lease directory", e))?;
+        fs::create_dir_all(dir.join("leases"))
+            .map_err(|e| io("creating the lease directory", e))?;
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -194,7 +204,8 @@ impl Table {
     }
 
     pub fn put(&self, key: &str, l: &Lease) -> Result<(), LeaseError> {
-        let data = serde_json::to_vec_pretty(l).map_err(|e| self.io("encoding a lease", e.into()))?;
+        let data =
+            serde_json::to_vec_pretty(l).map_err(|e| self.io("encoding a lease", e.into()))?;
         write_atomic(&self.lease_path(key), &data).map_err(|e| self.io("writing a lease", e))
     }
 
@@ -220,7 +231,10 @@ impl Table {
         if let Ok(rd) = fs::read_dir(self.dir.join("leases")) {
             for e in rd.flatten() {
                 let p = e.path();
-                let ok = fs::read(&p).ok().and_then(|t| serde_json::from_slice::<Lease>(&t).ok()).is_some();
+                let ok = fs::read(&p)
+                    .ok()
+                    .and_then(|t| serde_json::from_slice::<Lease>(&t).ok())
+                    .is_some();
                 let name = e.file_name();
                 let is_tmp = name.to_string_lossy().contains(".tmp");
                 if !ok && (!is_tmp || !tmp_owner_alive(&name.to_string_lossy())) {
@@ -240,11 +254,14 @@ impl Table {
         let p = self.dir.join(format!("node-{}.json", kind.as_str()));
         match n {
             Some(n) => {
-                let data = serde_json::to_vec_pretty(n).map_err(|e| self.io("encoding node state", e.into()))?;
+                let data = serde_json::to_vec_pretty(n)
+                    .map_err(|e| self.io("encoding node state", e.into()))?;
                 write_atomic(&p, &data).map_err(|e| self.io("writing node state", e))
             }
             None => match fs::remove_file(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io("removing node state", e)),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(self.io("removing node state", e))
+                }
                 _ => Ok(()),
             },
         }
@@ -260,9 +277,13 @@ impl Table {
             at_ns: now_ns(),
             error: error.into(),
         };
-        let data = serde_json::to_vec(&m).map_err(|e| self.io("encoding failure marker", e.into()))?;
-        write_atomic(&self.dir.join(format!("failed-{}.json", kind.as_str())), &data)
-            .map_err(|e| self.io("writing failure marker", e))
+        let data =
+            serde_json::to_vec(&m).map_err(|e| self.io("encoding failure marker", e.into()))?;
+        write_atomic(
+            &self.dir.join(format!("failed-{}.json", kind.as_str())),
+            &data,
+        )
+        .map_err(|e| self.io("writing failure marker", e))
     }
 
     fn used_slots(&self) -> BTreeSet<u32> {
@@ -284,8 +305,13 @@ pub fn read_leases(dir: &Path) -> Vec<(String, Lease)> {
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(key) = name.strip_suffix(".json") else { continue };
-        if let Some(l) = fs::read(e.path()).ok().and_then(|t| serde_json::from_slice::<Lease>(&t).ok()) {
+        let Some(key) = name.strip_suffix(".json") else {
+            continue;
+        };
+        if let Some(l) = fs::read(e.path())
+            .ok()
+            .and_then(|t| serde_json::from_slice::<Lease>(&t).ok())
+        {
             out.push((key.to_string(), l));
         }
     }
@@ -327,7 +353,9 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Lease, Lease
     }
     let used = t.used_slots();
     let slots = pid_slots(cfg);
-    let slot = (0..slots).find(|s| !used.contains(s)).ok_or(LeaseError::NoSlot(slots))?;
+    let slot = (0..slots)
+        .find(|s| !used.contains(s))
+        .ok_or(LeaseError::NoSlot(slots))?;
     let owner_start = proc_start_time(n.owner_pid).unwrap_or(0);
     let init_start = n.init_pid.and_then(proc_start_time);
     let lease = Lease {
@@ -363,13 +391,20 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Lease, Lease
     } else if !up {
         if let Some(f) = t.failure(kind) {
             if f.at_ns >= queued_at {
-                return Err(LeaseError::EarlierBootFailed { kind, error: f.error });
+                return Err(LeaseError::EarlierBootFailed {
+                    kind,
+                    error: f.error,
+                });
             }
         }
         if others {
             // Leases exist but the instance is not RUNNING (it died under them). Booting
             // over running launchers would not help them; report it.
-            let status = drv.status().ok().flatten().unwrap_or_else(|| "no instance".into());
+            let status = drv
+                .status()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "no instance".into());
             return Err(DriverError::NotRunning { kind, status }.into());
         }
         if node.is_some() {
@@ -423,13 +458,25 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Lease, Lease
 }
 
 /// Record the container's init once it exists, so the lease outlives the `create` process.
-pub fn set_init(cfg: &Config, root: &Path, id: &str, pid: i32) -> Result<Option<Lease>, LeaseError> {
+pub fn set_init(
+    cfg: &Config,
+    root: &Path,
+    id: &str,
+    pid: i32,
+) -> Result<Option<Lease>, LeaseError> {
     let key = lease_key(root, id)?;
-    if !cfg.lease_dir.join("leases").join(format!("{key}.json")).exists() {
+    if !cfg
+        .lease_dir
+        .join("leases")
+        .join(format!("{key}.json"))
+        .exists()
+    {
         return Ok(None);
     }
     let t = Table::lock(&cfg.lease_dir)?;
-    let Some(mut l) = t.get(&key) else { return Ok(None) };
+    let Some(mut l) = t.get(&key) else {
+        return Ok(None);
+    };
     l.init_pid = Some(pid);
     l.init_start = proc_start_time(pid);
     t.put(&key, &l)?;
@@ -446,7 +493,12 @@ pub fn get(cfg: &Config, root: &Path, id: &str) -> Option<Lease> {
 /// Cheap (no lock) when this container holds no lease.
 pub fn release(cfg: &Config, root: &Path, id: &str) -> Result<(), LeaseError> {
     let key = lease_key(root, id)?;
-    if !cfg.lease_dir.join("leases").join(format!("{key}.json")).exists() {
+    if !cfg
+        .lease_dir
+        .join("leases")
+        .join(format!("{key}.json"))
+        .exists()
+    {
         return Ok(());
     }
     let t = Table::lock(&cfg.lease_dir)?;
@@ -474,7 +526,9 @@ fn settle(cfg: &Config, t: &Table, from_gc: bool) -> Result<(), LeaseError> {
     let leases = t.leases();
     let mut first_err = None;
     for kind in [LwkKind::McKernel, LwkKind::Mos] {
-        let Some(mut node) = t.node(kind) else { continue };
+        let Some(mut node) = t.node(kind) else {
+            continue;
+        };
         if leases.iter().any(|(_, l)| l.kernel == kind) {
             continue;
         }
@@ -552,7 +606,10 @@ mod tests {
     fn keys_reject_path_ids_and_separate_roots() {
         assert!(lease_key(Path::new("/r"), "../x").is_err());
         assert!(lease_key(Path::new("/r"), ".x").is_err());
-        assert_ne!(lease_key(Path::new("/a"), "c").unwrap(), lease_key(Path::new("/b"), "c").unwrap());
+        assert_ne!(
+            lease_key(Path::new("/a"), "c").unwrap(),
+            lease_key(Path::new("/b"), "c").unwrap()
+        );
     }
 
     #[test]
@@ -597,8 +654,10 @@ mod sim_tests {
     const BIN: &str = "/opt/lwk-sim/bin";
 
     fn sim_cfg(root: &Path, lease_dir: &Path) -> Config {
-        let mut c = Config::default();
-        c.lease_dir = lease_dir.into();
+        let mut c = Config {
+            lease_dir: lease_dir.into(),
+            ..Default::default()
+        };
         let m = &mut c.mckernel;
         m.enabled = true;
         m.ihkconfig = format!("{BIN}/ihkconfig").into();
@@ -613,12 +672,20 @@ mod sim_tests {
     }
 
     fn calls(root: &Path, what: &str) -> usize {
-        fs::read_to_string(root.join("calls.log")).unwrap_or_default().lines().filter(|l| l.contains(what)).count()
+        fs::read_to_string(root.join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(what))
+            .count()
     }
 
     fn reserved(root: &Path) -> String {
         let q = |w: &str| {
-            let o = Command::new(format!("{BIN}/ihkconfig")).args(["0", "query", w]).env("LWK_SIM_ROOT", root).output().unwrap();
+            let o = Command::new(format!("{BIN}/ihkconfig"))
+                .args(["0", "query", w])
+                .env("LWK_SIM_ROOT", root)
+                .output()
+                .unwrap();
             String::from_utf8_lossy(&o.stdout).trim().to_string()
         };
         format!("{}{}", q("cpu"), q("mem"))
@@ -635,15 +702,28 @@ mod sim_tests {
         let _ = fs::remove_dir_all(&base);
         fs::create_dir_all(&root).unwrap();
         std::env::set_var("LWK_SIM_ROOT", &root);
-        assert!(Command::new(format!("{BIN}/lwk-sim")).arg("modprobe").status().unwrap().success());
+        assert!(Command::new(format!("{BIN}/lwk-sim"))
+            .arg("modprobe")
+            .status()
+            .unwrap()
+            .success());
         let cfg = sim_cfg(&root, &base.join("leases"));
         let me = std::process::id() as i32;
-        let nl = |id: &'static str| NewLease { id, root: Path::new("/r"), bundle: Path::new("/b"), owner_pid: me, init_pid: None };
+        let nl = |id: &'static str| NewLease {
+            id,
+            root: Path::new("/r"),
+            bundle: Path::new("/b"),
+            owner_pid: me,
+            init_pid: None,
+        };
 
         let a = acquire(&cfg, LwkKind::McKernel, &nl("a")).unwrap();
         let b = acquire(&cfg, LwkKind::McKernel, &nl("b")).unwrap();
         assert_ne!(a.slot, b.slot);
-        assert!(matches!(acquire(&cfg, LwkKind::McKernel, &nl("a")), Err(LeaseError::Duplicate { .. })));
+        assert!(matches!(
+            acquire(&cfg, LwkKind::McKernel, &nl("a")),
+            Err(LeaseError::Duplicate { .. })
+        ));
         assert_eq!(calls(&root, "\t0 boot\t"), 1);
         release(&cfg, Path::new("/r"), "a").unwrap();
         assert_eq!(calls(&root, "destroy"), 0);
@@ -662,16 +742,26 @@ mod sim_tests {
         let t = Table::lock(&cfg.lease_dir).unwrap();
         let mut l2 = l.clone();
         l2.owner_pid = pid;
-        t.put(&lease_key(Path::new("/r"), "dead").unwrap(), &l2).unwrap();
+        t.put(&lease_key(Path::new("/r"), "dead").unwrap(), &l2)
+            .unwrap();
         drop(t);
         release(&cfg, Path::new("/r"), "live").unwrap();
-        assert_eq!(reserved(&root), "", "release reconciled the dead lease and tore down");
+        assert_eq!(
+            reserved(&root),
+            "",
+            "release reconciled the dead lease and tore down"
+        );
         assert!(read_leases(&cfg.lease_dir).is_empty());
 
         // PANIC at boot: error names the LWK, the status and the kmsg; nothing reserved.
         fs::write(root.join("faults"), "boot_panic once\n").unwrap();
-        let e = acquire(&cfg, LwkKind::McKernel, &nl("p")).unwrap_err().to_string();
-        assert!(e.contains("McKernel") && e.contains("PANIC") && e.contains("kmsg"), "{e}");
+        let e = acquire(&cfg, LwkKind::McKernel, &nl("p"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("McKernel") && e.contains("PANIC") && e.contains("kmsg"),
+            "{e}"
+        );
         assert_eq!(reserved(&root), "");
         assert!(read_leases(&cfg.lease_dir).is_empty());
         assert!(!cfg.lease_dir.join("node-mckernel.json").exists());

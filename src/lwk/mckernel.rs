@@ -64,7 +64,10 @@ impl<'a> McKernel<'a> {
     fn boot_with_tools(&self) -> Result<(), DriverError> {
         let c = self.cfg;
         if !self.mcd().exists() {
-            return Err(DriverError::NoModules { kind: K, path: self.mcd() });
+            return Err(DriverError::NoModules {
+                kind: K,
+                path: self.mcd(),
+            });
         }
         self.ihkconfig(&["reserve", "cpu", &c.cpus])?;
         self.ihkconfig(&["reserve", "mem", &c.memory])?;
@@ -176,7 +179,10 @@ impl Driver for McKernel<'_> {
     fn launcher_args(&self) -> (Vec<String>, Vec<String>) {
         // The OS index is always explicit: it also stops mcexec from taking a program
         // name that starts with a digit for an OS index.
-        (self.cfg.launcher_args.clone(), vec![self.cfg.os_index.to_string()])
+        (
+            self.cfg.launcher_args.clone(),
+            vec![self.cfg.os_index.to_string()],
+        )
     }
 
     fn container_facts(&self) -> Result<ContainerFacts, DriverError> {

@@ -134,7 +134,10 @@ struct Origin {
 }
 
 fn bundle_dir(cfg: &Config, root: &Path, id: &str) -> Result<PathBuf, LeaseError> {
-    Ok(cfg.lease_dir.join("bundles").join(lease::lease_key(root, id)?))
+    Ok(cfg
+        .lease_dir
+        .join("bundles")
+        .join(lease::lease_key(root, id)?))
 }
 
 fn io_err(what: &str, path: &Path, source: std::io::Error) -> LwkError {
@@ -147,20 +150,42 @@ fn io_err(what: &str, path: &Path, source: std::io::Error) -> LwkError {
 
 /// Closures of the launcher (and, for pid-keyed LWKs, of lwk-runc as init), plus the argv
 /// head/tail around the container's launcher options.
-fn launch_facts(cfg: &Config, drv: &dyn Driver, with_init: bool) -> Result<NodeFacts, LauncherError> {
+fn launch_facts(
+    cfg: &Config,
+    drv: &dyn Driver,
+    with_init: bool,
+) -> Result<NodeFacts, LauncherError> {
     let cache = cfg.lease_dir.join("closures");
     let (bin, key) = drv.launcher();
     let name = launcher::invoked_name(bin);
-    let l: Closure = launcher::closure_for(&cache, name, bin, key, &cfg.patchelf, &Path::new(CLOSURE_MOUNT_DIR).join(name))?;
+    let l: Closure = launcher::closure_for(
+        &cache,
+        name,
+        bin,
+        key,
+        &cfg.patchelf,
+        &Path::new(CLOSURE_MOUNT_DIR).join(name),
+    )?;
     let (head_args, tail) = drv.launcher_args();
     let mut facts = NodeFacts::default();
     if with_init {
-        let me = std::fs::read_link("/proc/self/exe").map_err(|source| LauncherError::Missing {
+        let me = match &cfg.init_binary {
+            Some(p) => Ok(p.clone()),
+            None => std::fs::read_link("/proc/self/exe"),
+        }
+        .map_err(|source| LauncherError::Missing {
             path: "/proc/self/exe".into(),
             key: "(the lwk-runc binary)".into(),
             source,
         })?;
-        let i = launcher::closure_for(&cache, "lwk-runc", &me, "(the lwk-runc binary)", &cfg.patchelf, &Path::new(CLOSURE_MOUNT_DIR).join("init"))?;
+        let i = launcher::closure_for(
+            &cache,
+            "lwk-runc",
+            &me,
+            "(the lwk-runc binary)",
+            &cfg.patchelf,
+            &Path::new(CLOSURE_MOUNT_DIR).join("init"),
+        )?;
         facts.head.push(i.exe.to_string_lossy().into_owned());
         facts.head.push("lwk-init".into());
         facts.head.push("--".into());
@@ -175,21 +200,63 @@ fn launch_facts(cfg: &Config, drv: &dyn Driver, with_init: bool) -> Result<NodeF
 
 /// create/run, before libcontainer's build(): decide, take the lease (booting if first),
 /// rewrite into a private bundle. `Ok(None)`: no LWK; nothing was touched.
-pub fn prepare_create(cfg: &Config, root: &Path, id: &str, bundle: &Path, spec: &Spec) -> Result<Option<Prepared>, LwkError> {
-    let env = spec.process().as_ref().and_then(|p| p.env().clone()).unwrap_or_default();
-    let req = policy::decide(cfg, spec.annotations().as_ref(), &env).map_err(|source| LwkError::Policy { id: id.into(), source })?;
+pub fn prepare_create(
+    cfg: &Config,
+    root: &Path,
+    id: &str,
+    bundle: &Path,
+    spec: &Spec,
+) -> Result<Option<Prepared>, LwkError> {
+    let env = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    let req = policy::decide(cfg, spec.annotations().as_ref(), &env).map_err(|source| {
+        LwkError::Policy {
+            id: id.into(),
+            source,
+        }
+    })?;
     let Some(req) = req else { return Ok(None) };
     let kind = req.kind;
     let drv = driver::for_kind(cfg, kind);
     // Everything that can fail without touching the node comes first.
-    let mut facts = launch_facts(cfg, drv.as_ref(), drv.needs_pid_slot()).map_err(|source| LwkError::Launcher { id: id.into(), kind, source })?;
-    let bundle = std::fs::canonicalize(bundle).map_err(|e| io_err("resolving the bundle", bundle, e))?;
-    let root_rel = spec.root().as_ref().map(|r| r.path().clone()).ok_or_else(|| LwkError::Rewrite { id: id.into(), kind, source: RewriteError::NoRoot })?;
+    let mut facts = launch_facts(cfg, drv.as_ref(), drv.needs_pid_slot()).map_err(|source| {
+        LwkError::Launcher {
+            id: id.into(),
+            kind,
+            source,
+        }
+    })?;
+    let bundle =
+        std::fs::canonicalize(bundle).map_err(|e| io_err("resolving the bundle", bundle, e))?;
+    let root_rel = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .ok_or_else(|| LwkError::Rewrite {
+            id: id.into(),
+            kind,
+            source: RewriteError::NoRoot,
+        })?;
     let rootfs = bundle.join(root_rel);
-    if spec.process().as_ref().and_then(|p| p.args().as_ref()).is_none_or(|a| a.is_empty()) {
-        return Err(LwkError::Rewrite { id: id.into(), kind, source: RewriteError::NoArgs });
+    if spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().as_ref())
+        .is_none_or(|a| a.is_empty())
+    {
+        return Err(LwkError::Rewrite {
+            id: id.into(),
+            kind,
+            source: RewriteError::NoArgs,
+        });
     }
-    let dir = bundle_dir(cfg, root, id).map_err(|source| LwkError::Lease { id: id.into(), source })?;
+    let dir = bundle_dir(cfg, root, id).map_err(|source| LwkError::Lease {
+        id: id.into(),
+        source,
+    })?;
     lease::acquire(
         cfg,
         kind,
@@ -201,21 +268,41 @@ pub fn prepare_create(cfg: &Config, root: &Path, id: &str, bundle: &Path, spec: 
             init_pid: None,
         },
     )
-    .map_err(|source| LwkError::Lease { id: id.into(), source })?;
+    .map_err(|source| LwkError::Lease {
+        id: id.into(),
+        source,
+    })?;
     let written = (|| {
-        let c = drv.container_facts().map_err(|source| LwkError::Driver { id: id.into(), kind, source })?;
+        let c = drv.container_facts().map_err(|source| LwkError::Driver {
+            id: id.into(),
+            kind,
+            source,
+        })?;
         facts.devices = c.devices;
         facts.rw_binds = c.rw_binds;
         facts.tmpfs = c.tmpfs;
         facts.unmask = c.unmask;
-        let mut out = rewrite::rewrite(spec, &req, &facts, &rootfs).map_err(|source| LwkError::Rewrite { id: id.into(), kind, source })?;
+        let mut out =
+            rewrite::rewrite(spec, &req, &facts, &rootfs).map_err(|source| LwkError::Rewrite {
+                id: id.into(),
+                kind,
+                source,
+            })?;
         absolutize_bind_sources(&mut out, &bundle);
-        std::fs::create_dir_all(&dir).map_err(|e| io_err("creating the private bundle", &dir, e))?;
-        let json = serde_json::to_vec_pretty(&out).map_err(|e| io_err("encoding the rewritten spec for", &dir, e.into()))?;
-        lease::write_atomic(&dir.join("config.json"), &json).map_err(|e| io_err("writing the rewritten spec to", &dir, e))?;
-        let origin = Origin { id: id.into(), root: root.into(), bundle: bundle.clone() };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| io_err("creating the private bundle", &dir, e))?;
+        let json = serde_json::to_vec_pretty(&out)
+            .map_err(|e| io_err("encoding the rewritten spec for", &dir, e.into()))?;
+        lease::write_atomic(&dir.join("config.json"), &json)
+            .map_err(|e| io_err("writing the rewritten spec to", &dir, e))?;
+        let origin = Origin {
+            id: id.into(),
+            root: root.into(),
+            bundle: bundle.clone(),
+        };
         let o = serde_json::to_vec(&origin).map_err(|e| io_err("encoding", &dir, e.into()))?;
-        lease::write_atomic(&dir.join("origin.json"), &o).map_err(|e| io_err("writing origin to", &dir, e))
+        lease::write_atomic(&dir.join("origin.json"), &o)
+            .map_err(|e| io_err("writing origin to", &dir, e))
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&dir);
@@ -232,7 +319,10 @@ pub fn prepare_create(cfg: &Config, root: &Path, id: &str, bundle: &Path, spec: 
 fn absolutize_bind_sources(spec: &mut Spec, bundle: &Path) {
     if let Some(mounts) = spec.mounts_mut() {
         for m in mounts.iter_mut() {
-            let is_bind = m.typ().as_deref() == Some("bind") || m.options().as_ref().is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
+            let is_bind = m.typ().as_deref() == Some("bind")
+                || m.options()
+                    .as_ref()
+                    .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
             if let Some(src) = m.source().clone() {
                 if is_bind && src.is_relative() {
                     m.set_source(Some(bundle.join(src)));
@@ -245,11 +335,18 @@ fn absolutize_bind_sources(spec: &mut Spec, bundle: &Path) {
 /// After build() succeeded: record the init pid, and for pid-keyed LWKs point the
 /// container's ns_last_pid at its slot. Call only when `prepare_create` returned Some.
 pub fn container_created(cfg: &Config, root: &Path, id: &str, pid: i32) -> Result<(), LwkError> {
-    let l = lease::set_init(cfg, root, id, pid).map_err(|source| LwkError::Lease { id: id.into(), source })?;
+    let l = lease::set_init(cfg, root, id, pid).map_err(|source| LwkError::Lease {
+        id: id.into(),
+        source,
+    })?;
     let Some(l) = l else { return Ok(()) };
     if driver::for_kind(cfg, l.kernel).needs_pid_slot() {
         let first = lease::slot_pid(cfg, l.slot);
-        pidns::set_ns_last_pid(pid, first - 1).map_err(|source| LwkError::PidNs { id: id.into(), kind: l.kernel, source })?;
+        pidns::set_ns_last_pid(pid, first - 1).map_err(|source| LwkError::PidNs {
+            id: id.into(),
+            kind: l.kernel,
+            source,
+        })?;
         tracing::debug!(id, slot = l.slot, first, "LWK launcher pid arranged");
     }
     Ok(())
@@ -258,11 +355,16 @@ pub fn container_created(cfg: &Config, root: &Path, id: &str, pid: i32) -> Resul
 /// create failed, or delete: drop the lease (no-op without one), reconcile, tear down if
 /// last. Cheap (two stats) for containers without an LWK.
 pub fn release(cfg: &Config, root: &Path, id: &str) -> Result<(), LwkError> {
-    let Ok(dir) = bundle_dir(cfg, root, id) else { return Ok(()) };
+    let Ok(dir) = bundle_dir(cfg, root, id) else {
+        return Ok(());
+    };
     if dir.exists() {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    lease::release(cfg, root, id).map_err(|source| LwkError::Lease { id: id.into(), source })
+    lease::release(cfg, root, id).map_err(|source| LwkError::Lease {
+        id: id.into(),
+        source,
+    })
 }
 
 /// The caller's bundle, if the container was rewritten (what `state` must report).
@@ -273,27 +375,55 @@ pub fn original_bundle(cfg: &Config, root: &Path, id: &str) -> Option<PathBuf> {
 }
 
 /// exec: if the process's own env asks for the LWK, prefix its args with the launcher.
-pub fn rewrite_exec_process(cfg: &Config, root: &Path, id: &str, process: &mut Process) -> Result<(), LwkError> {
+pub fn rewrite_exec_process(
+    cfg: &Config,
+    root: &Path,
+    id: &str,
+    process: &mut Process,
+) -> Result<(), LwkError> {
     let env = process.env().clone().unwrap_or_default();
-    let Some(req) = policy::decide_exec(cfg, &env).map_err(|source| LwkError::Policy { id: id.into(), source })? else {
+    let Some(req) = policy::decide_exec(cfg, &env).map_err(|source| LwkError::Policy {
+        id: id.into(),
+        source,
+    })?
+    else {
         return Ok(());
     };
     let kind = req.kind;
     match lease::get(cfg, root, id) {
         Some(l) if l.kernel == kind => {}
-        _ => return Err(LwkError::ExecWithoutLwk { id: id.into(), kind }),
+        _ => {
+            return Err(LwkError::ExecWithoutLwk {
+                id: id.into(),
+                kind,
+            })
+        }
     }
     let drv = driver::for_kind(cfg, kind);
-    let facts = launch_facts(cfg, drv.as_ref(), false).map_err(|source| LwkError::Launcher { id: id.into(), kind, source })?;
-    rewrite::prefix_process(process, &req, &facts).map_err(|source| LwkError::Rewrite { id: id.into(), kind, source })
+    let facts = launch_facts(cfg, drv.as_ref(), false).map_err(|source| LwkError::Launcher {
+        id: id.into(),
+        kind,
+        source,
+    })?;
+    rewrite::prefix_process(process, &req, &facts).map_err(|source| LwkError::Rewrite {
+        id: id.into(),
+        kind,
+        source,
+    })
 }
 
 /// `lwk-runc lwk gc`: drop dead leases and private bundles, tear down idle LWKs.
 pub fn gc(cfg: &Config) -> Result<Vec<String>, LwkError> {
-    let dropped = lease::gc(cfg).map_err(|source| LwkError::Lease { id: "(gc)".into(), source })?;
+    let dropped = lease::gc(cfg).map_err(|source| LwkError::Lease {
+        id: "(gc)".into(),
+        source,
+    })?;
     if let Ok(rd) = std::fs::read_dir(cfg.lease_dir.join("bundles")) {
         for e in rd.flatten() {
-            let Some(o) = std::fs::read(e.path().join("origin.json")).ok().and_then(|t| serde_json::from_slice::<Origin>(&t).ok()) else {
+            let Some(o) = std::fs::read(e.path().join("origin.json"))
+                .ok()
+                .and_then(|t| serde_json::from_slice::<Origin>(&t).ok())
+            else {
                 continue;
             };
             // The container's state dir is gone: delete will never come for this bundle.
@@ -350,12 +480,19 @@ pub fn status(cfg: &Config, json: bool) -> Result<String, LwkError> {
             leases: leases
                 .iter()
                 .filter(|(_, l)| l.kernel == kind)
-                .map(|(_, l)| LeaseStatus { id: l.id.clone(), pid: l.init_pid.unwrap_or(l.owner_pid), since: l.since, slot: l.slot, alive: l.is_alive() })
+                .map(|(_, l)| LeaseStatus {
+                    id: l.id.clone(),
+                    pid: l.init_pid.unwrap_or(l.owner_pid),
+                    since: l.since,
+                    slot: l.slot,
+                    alive: l.is_alive(),
+                })
                 .collect(),
         });
     }
     if json {
-        return serde_json::to_string_pretty(&out).map_err(|e| io_err("encoding status", &cfg.lease_dir, e.into()));
+        return serde_json::to_string_pretty(&out)
+            .map_err(|e| io_err("encoding status", &cfg.lease_dir, e.into()));
     }
     let mut s = String::new();
     for k in &out {
@@ -369,7 +506,18 @@ pub fn status(cfg: &Config, json: bool) -> Result<String, LwkError> {
             if k.memory.is_empty() { "-" } else { &k.memory }
         ));
         for l in &k.leases {
-            s.push_str(&format!("  lease {} pid={} since={} slot={}{}\n", l.id, l.pid, l.since, l.slot, if l.alive { "" } else { " (dead: gc will drop it)" }));
+            s.push_str(&format!(
+                "  lease {} pid={} since={} slot={}{}\n",
+                l.id,
+                l.pid,
+                l.since,
+                l.slot,
+                if l.alive {
+                    ""
+                } else {
+                    " (dead: gc will drop it)"
+                }
+            ));
         }
     }
     Ok(s)
@@ -381,9 +529,16 @@ pub fn hidden_main(args: &[OsString]) -> Option<i32> {
     match args.get(1)?.to_str()? {
         "lwk-init" => Some(init::main(&args[2..])),
         "lwk-reap" => {
-            let secs: u64 = args.get(2).and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let secs: u64 = args
+                .get(2)
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             std::thread::sleep(std::time::Duration::from_secs(secs));
-            let code = match Config::load().map_err(|e| e.to_string()).and_then(|c| gc(&c).map_err(|e| e.to_string())) {
+            let code = match Config::load()
+                .map_err(|e| e.to_string())
+                .and_then(|c| gc(&c).map_err(|e| e.to_string()))
+            {
                 Ok(_) => 0,
                 Err(e) => {
                     eprintln!("lwk-runc lwk-reap: {e}");
@@ -393,5 +548,167 @@ pub fn hidden_main(args: &[OsString]) -> Option<i32> {
             Some(code)
         }
         _ => None,
+    }
+}
+
+/// The container side (closure, lwk-init, pid slots, device binds) end to end, using
+/// plain runc as the engine until lwk-runc's own commands are wired in. Needs root,
+/// runc, busybox and an installed lwk-sim; skipped otherwise.
+#[cfg(test)]
+mod runc_tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    fn have(p: &str) -> bool {
+        Path::new(p).exists()
+    }
+
+    fn bundle(dir: &Path, script: &str, env: &[&str]) {
+        let rootfs = dir.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        for a in ["sh", "echo", "cat", "grep", "sleep"] {
+            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a));
+        }
+        for d in ["proc", "dev", "sys", "tmp"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        assert!(Command::new("runc")
+            .arg("spec")
+            .current_dir(dir)
+            .status()
+            .unwrap()
+            .success());
+        let p = dir.join("config.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        v["process"]["terminal"] = false.into();
+        v["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
+        let mut e: Vec<String> = vec!["PATH=/bin".into()];
+        e.extend(env.iter().map(|s| s.to_string()));
+        v["process"]["env"] = serde_json::json!(e);
+        std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn mckernel_containers_run_under_mcexec_with_distinct_pids() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0
+            || !have("/usr/sbin/runc")
+            || !have("/bin/busybox")
+            || !have("/opt/lwk-sim/bin/lwk-sim")
+        {
+            eprintln!("needs root, runc, busybox and lwk-sim; skipping");
+            return;
+        }
+        let base = std::env::temp_dir().join(format!("lwk-runctest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let sim = base.join("sim");
+        std::fs::create_dir_all(&sim).unwrap();
+        std::env::set_var("LWK_SIM_ROOT", &sim);
+        assert!(Command::new("/opt/lwk-sim/bin/lwk-sim")
+            .arg("modprobe")
+            .status()
+            .unwrap()
+            .success());
+        let mut cfg = Config::parse(
+            &std::fs::read_to_string("config/sim.toml").unwrap(),
+            Path::new("sim.toml"),
+        )
+        .unwrap();
+        cfg.lease_dir = base.join("leases");
+        cfg.mckernel.dev_dir = sim.join("dev");
+        let bin = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("lwk-runc");
+        if !bin.exists() {
+            eprintln!("build lwk-runc first (cargo build); skipping");
+            return;
+        }
+        cfg.init_binary = Some(bin);
+        let rroot = base.join("runc-root");
+        let mut children = Vec::new();
+        for i in 0..2 {
+            let id = format!("c{i}");
+            let b = base.join(&id);
+            bundle(&b, "echo hello; grep Cpus_allowed_list /proc/self/status; echo launcher=$PPID; sleep 1", &["LWK_KERNEL=mckernel"]);
+            let spec = Spec::load(b.join("config.json")).unwrap();
+            let p = prepare_create(&cfg, &rroot, &id, &b, &spec)
+                .unwrap()
+                .expect("LWK requested");
+            let out = std::fs::File::create(base.join(format!("{id}.out"))).unwrap();
+            let st = Command::new("runc")
+                .args([
+                    "--root",
+                    rroot.to_str().unwrap(),
+                    "create",
+                    "--bundle",
+                    p.bundle.to_str().unwrap(),
+                    &id,
+                ])
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .stdin(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let s = Command::new("runc")
+                .args(["--root", rroot.to_str().unwrap(), "state", &id])
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+            let pid = v["pid"].as_i64().unwrap() as i32;
+            container_created(&cfg, &rroot, &id, pid).unwrap();
+            assert_eq!(
+                original_bundle(&cfg, &rroot, &id).unwrap(),
+                std::fs::canonicalize(&b).unwrap()
+            );
+            assert!(Command::new("runc")
+                .args(["--root", rroot.to_str().unwrap(), "start", &id])
+                .status()
+                .unwrap()
+                .success());
+            children.push((id, pid));
+        }
+        let mut outs = Vec::new();
+        for (id, pid) in &children {
+            while Path::new(&format!("/proc/{pid}")).exists() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = Command::new("runc")
+                .args(["--root", rroot.to_str().unwrap(), "delete", "--force", id])
+                .status();
+            release(&cfg, &rroot, id).unwrap();
+            outs.push(std::fs::read_to_string(base.join(format!("{id}.out"))).unwrap());
+        }
+        for o in &outs {
+            assert!(o.contains("hello"), "{o}");
+            assert!(o.contains("Cpus_allowed_list:\t1"), "{o}");
+        }
+        // The workload is mcexec's child: its $PPID is the launcher's namespace-local pid.
+        let ppid = |o: &str| {
+            o.lines()
+                .find_map(|l| l.strip_prefix("launcher="))
+                .map(str::to_string)
+        };
+        let (p0, p1) = (ppid(&outs[0]), ppid(&outs[1]));
+        // Slots 0 and 1: the launchers got pid_base and pid_base + pid_stride.
+        assert_eq!((p0.as_deref(), p1.as_deref()), (Some("1000"), Some("1500")));
+        let log = std::fs::read_to_string(sim.join("calls.log")).unwrap();
+        assert_eq!(
+            log.lines().filter(|l| l.contains("\t0 boot\t")).count(),
+            1,
+            "{log}"
+        );
+        assert_eq!(
+            log.lines().filter(|l| l.contains("destroy")).count(),
+            1,
+            "{log}"
+        );
+        assert!(lease::read_leases(&cfg.lease_dir).is_empty());
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

@@ -25,7 +25,9 @@ impl<'a> Mos<'a> {
     }
 
     fn read(&self, name: &str) -> Option<String> {
-        std::fs::read_to_string(self.cfg.sysfs.join(name)).ok().map(|s| s.trim().to_string())
+        std::fs::read_to_string(self.cfg.sysfs.join(name))
+            .ok()
+            .map(|s| s.trim().to_string())
     }
 
     fn lwkctl(&self, args: &[&str]) -> Result<(), DriverError> {
@@ -44,7 +46,9 @@ impl Driver for Mos<'_> {
         if self.cfg.boot_mode == BootMode::Tools {
             self.lwkctl(&["-c", &self.cfg.partition])?;
         }
-        driver::wait_running(self, self.cfg.boot_timeout_secs, &|| "(mOS keeps its messages in the Linux kernel log: dmesg)".into())
+        driver::wait_running(self, self.cfg.boot_timeout_secs, &|| {
+            "(mOS keeps its messages in the Linux kernel log: dmesg)".into()
+        })
     }
 
     fn status(&self) -> Result<Option<String>, DriverError> {

@@ -51,7 +51,11 @@ pub fn set_ns_last_pid(init_pid: i32, last: u32) -> std::io::Result<bool> {
                     libc::_exit(6);
                 }
             }
-            libc::_exit(if libc::WIFEXITED(st) { libc::WEXITSTATUS(st) } else { 7 });
+            libc::_exit(if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                7
+            });
         }
         let mut st = 0;
         while libc::waitpid(child, &mut st, 0) < 0 {

@@ -101,7 +101,11 @@ pub fn decide_exec(cfg: &Config, env: &[String]) -> Result<Option<LwkRequest>, P
             section: kind.config_section(),
         });
     }
-    let args = check_args(cfg.allowed_args(kind), env_get(env, ENV_ARGS).unwrap_or(""), ENV_ARGS)?;
+    let args = check_args(
+        cfg.allowed_args(kind),
+        env_get(env, ENV_ARGS).unwrap_or(""),
+        ENV_ARGS,
+    )?;
     Ok(Some(LwkRequest { kind, args }))
 }
 
@@ -127,10 +131,9 @@ fn parse_kernel(v: &str, source_name: &str) -> Result<Option<LwkKind>, PolicyErr
 
 /// Last `KEY=` entry wins, as engines that merge image and user env intend.
 pub fn env_get<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
-    env.iter().rev().find_map(|e| {
-        e.strip_prefix(key)
-            .and_then(|rest| rest.strip_prefix('='))
-    })
+    env.iter()
+        .rev()
+        .find_map(|e| e.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
 }
 
 /// Characters a launcher option or value may contain. No `/` (no paths), no shell
@@ -150,7 +153,11 @@ fn char_reason(c: char) -> String {
 
 /// Split `text` on whitespace and check every token against `allowed`
 /// (entries ending in `=` take a value). Returns the normalized argument list.
-pub fn check_args(allowed: &[String], text: &str, source_name: &str) -> Result<Vec<String>, PolicyError> {
+pub fn check_args(
+    allowed: &[String],
+    text: &str,
+    source_name: &str,
+) -> Result<Vec<String>, PolicyError> {
     let bad = |token: &str, reason: String| PolicyError::BadArg {
         source_name: source_name.into(),
         token: token.into(),
@@ -172,14 +179,23 @@ pub fn check_args(allowed: &[String], text: &str, source_name: &str) -> Result<V
         if !tok.starts_with('-') {
             // A bare word would become a positional argument: mcexec takes a leading digit
             // as the OS instance and everything after it as the program to run.
-            return Err(bad(tok, "not an option; only options from the allow-list may be passed".into()));
+            return Err(bad(
+                tok,
+                "not an option; only options from the allow-list may be passed".into(),
+            ));
         }
         let (name, inline) = match tok.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n, Some(v)),
             _ => (tok, None),
         };
         let takes_value = lookup(name).ok_or_else(|| {
-            bad(tok, format!("option {name} is not on this node's allow-list ({})", allowed.join(" ")))
+            bad(
+                tok,
+                format!(
+                    "option {name} is not on this node's allow-list ({})",
+                    allowed.join(" ")
+                ),
+            )
         })?;
         match (takes_value, inline) {
             (false, None) => out.push(tok.to_string()),
@@ -194,7 +210,10 @@ pub fn check_args(allowed: &[String], text: &str, source_name: &str) -> Result<V
                     return Err(bad(v, char_reason(c)));
                 }
                 if v.starts_with('-') {
-                    return Err(bad(v, format!("option {name} needs a value, not another option")));
+                    return Err(bad(
+                        v,
+                        format!("option {name} needs a value, not another option"),
+                    ));
                 }
                 if name.starts_with("--") {
                     out.push(format!("{name}={v}"));
@@ -224,7 +243,9 @@ mod tests {
     }
 
     fn ann(v: &[(&str, &str)]) -> HashMap<String, String> {
-        v.iter().map(|(k, x)| (k.to_string(), x.to_string())).collect()
+        v.iter()
+            .map(|(k, x)| (k.to_string(), x.to_string()))
+            .collect()
     }
 
     #[test]
@@ -235,19 +256,34 @@ mod tests {
     #[test]
     fn annotation_beats_env() {
         let a = ann(&[(ANN_KERNEL, "mos")]);
-        let r = decide(&cfg(), Some(&a), &env(&["LWK_KERNEL=mckernel"])).unwrap().unwrap();
+        let r = decide(&cfg(), Some(&a), &env(&["LWK_KERNEL=mckernel"]))
+            .unwrap()
+            .unwrap();
         assert_eq!(r.kind, LwkKind::Mos);
         let a = ann(&[(ANN_KERNEL, "none")]);
-        assert_eq!(decide(&cfg(), Some(&a), &env(&["LWK_KERNEL=mckernel"])), Ok(None));
+        assert_eq!(
+            decide(&cfg(), Some(&a), &env(&["LWK_KERNEL=mckernel"])),
+            Ok(None)
+        );
     }
 
     #[test]
     fn env_selects_and_parses_args() {
-        let r = decide(&cfg(), None, &env(&["LWK_KERNEL=mckernel", "LWK_ARGS=-t 4 --mpol-threshold 1M --disable-sched-yield"]))
-            .unwrap()
-            .unwrap();
+        let r = decide(
+            &cfg(),
+            None,
+            &env(&[
+                "LWK_KERNEL=mckernel",
+                "LWK_ARGS=-t 4 --mpol-threshold 1M --disable-sched-yield",
+            ]),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.kind, LwkKind::McKernel);
-        assert_eq!(r.args, vec!["-t", "4", "--mpol-threshold=1M", "--disable-sched-yield"]);
+        assert_eq!(
+            r.args,
+            vec!["-t", "4", "--mpol-threshold=1M", "--disable-sched-yield"]
+        );
     }
 
     #[test]
@@ -283,7 +319,12 @@ mod tests {
             ("--disable-sched-yield=1", "takes no value"),
             ("-t `x`", "'`'"),
         ] {
-            let e = decide(&c, None, &env(&["LWK_KERNEL=mckernel", &format!("LWK_ARGS={a}")])).unwrap_err();
+            let e = decide(
+                &c,
+                None,
+                &env(&["LWK_KERNEL=mckernel", &format!("LWK_ARGS={a}")]),
+            )
+            .unwrap_err();
             assert!(e.to_string().contains(want), "{a}: {e}");
         }
     }
@@ -293,6 +334,8 @@ mod tests {
         let mut c = cfg();
         c.default_kernel = crate::config::KernelChoice::Mckernel;
         assert_eq!(decide_exec(&c, &[]), Ok(None));
-        assert!(decide_exec(&c, &env(&["LWK_KERNEL=mos"])).unwrap().is_some());
+        assert!(decide_exec(&c, &env(&["LWK_KERNEL=mos"]))
+            .unwrap()
+            .is_some());
     }
 }

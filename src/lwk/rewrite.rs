@@ -11,9 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{
-    LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, Mount, Process, Spec,
-};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, Mount, Process, Spec};
 
 use crate::lwk::LwkRequest;
 
@@ -65,7 +63,12 @@ pub struct NodeFacts {
 }
 
 /// `rootfs` is the caller's rootfs made absolute (bundle-relative paths resolved by the caller).
-pub fn rewrite(spec: &Spec, req: &LwkRequest, facts: &NodeFacts, rootfs: &Path) -> Result<Spec, RewriteError> {
+pub fn rewrite(
+    spec: &Spec,
+    req: &LwkRequest,
+    facts: &NodeFacts,
+    rootfs: &Path,
+) -> Result<Spec, RewriteError> {
     let mut out = spec.clone();
     let mut root = out.root().clone().ok_or(RewriteError::NoRoot)?;
     root.set_path(rootfs.to_path_buf());
@@ -91,7 +94,11 @@ pub fn rewrite(spec: &Spec, req: &LwkRequest, facts: &NodeFacts, rootfs: &Path) 
         mounts.push(tmpfs_mount(t));
     }
     for (host, dest) in &facts.rw_binds {
-        mounts.push(bind(host, dest, &["rbind", "rw", "nosuid", "nodev", "noexec"]));
+        mounts.push(bind(
+            host,
+            dest,
+            &["rbind", "rw", "nosuid", "nodev", "noexec"],
+        ));
     }
     let mut linux = out.linux().clone().unwrap_or_default();
     let mut devices = linux.devices().clone().unwrap_or_default();
@@ -99,7 +106,11 @@ pub fn rewrite(spec: &Spec, req: &LwkRequest, facts: &NodeFacts, rootfs: &Path) 
     let mut rules = resources.devices().clone().unwrap_or_default();
     for d in &facts.devices {
         match d.kind {
-            DeviceKind::File => mounts.push(bind(&d.host, &d.container, &["bind", "rw", "nosuid", "noexec"])),
+            DeviceKind::File => mounts.push(bind(
+                &d.host,
+                &d.container,
+                &["bind", "rw", "nosuid", "noexec"],
+            )),
             DeviceKind::Char { major, minor } => {
                 devices.retain(|x| x.path() != &d.container);
                 let mut dev = LinuxDevice::default();
@@ -122,7 +133,12 @@ pub fn rewrite(spec: &Spec, req: &LwkRequest, facts: &NodeFacts, rootfs: &Path) 
         resources.set_devices(Some(rules));
         linux.set_resources(Some(resources));
     }
-    let keep = |p: &String| !facts.unmask.iter().any(|u| p == u || p.starts_with(&format!("{u}/")));
+    let keep = |p: &String| {
+        !facts
+            .unmask
+            .iter()
+            .any(|u| p == u || p.starts_with(&format!("{u}/")))
+    };
     if let Some(m) = linux.masked_paths().clone() {
         linux.set_masked_paths(Some(m.into_iter().filter(|p| keep(p)).collect()));
     }
@@ -135,9 +151,18 @@ pub fn rewrite(spec: &Spec, req: &LwkRequest, facts: &NodeFacts, rootfs: &Path) 
 }
 
 /// The part shared with `exec`: args become head + request options + tail + original args.
-pub fn prefix_process(process: &mut Process, req: &LwkRequest, facts: &NodeFacts) -> Result<(), RewriteError> {
-    let orig = process.args().clone().filter(|a| !a.is_empty()).ok_or(RewriteError::NoArgs)?;
-    let mut args = Vec::with_capacity(facts.head.len() + req.args.len() + facts.tail.len() + orig.len());
+pub fn prefix_process(
+    process: &mut Process,
+    req: &LwkRequest,
+    facts: &NodeFacts,
+) -> Result<(), RewriteError> {
+    let orig = process
+        .args()
+        .clone()
+        .filter(|a| !a.is_empty())
+        .ok_or(RewriteError::NoArgs)?;
+    let mut args =
+        Vec::with_capacity(facts.head.len() + req.args.len() + facts.tail.len() + orig.len());
     args.extend(facts.head.iter().cloned());
     args.extend(req.args.iter().cloned());
     args.extend(facts.tail.iter().cloned());
@@ -161,7 +186,10 @@ fn tmpfs_mount(dest: &Path) -> Mount {
     m.set_typ(Some("tmpfs".into()));
     m.set_source(Some("tmpfs".into()));
     m.set_options(Some(
-        ["nosuid", "noexec", "mode=755", "size=64k"].iter().map(|s| s.to_string()).collect(),
+        ["nosuid", "noexec", "mode=755", "size=64k"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
     ));
     m
 }
@@ -187,7 +215,10 @@ mod tests {
             devices: vec![DeviceFact {
                 host: "/dev/mcos0".into(),
                 container: "/dev/mcos0".into(),
-                kind: DeviceKind::Char { major: 240, minor: 0 },
+                kind: DeviceKind::Char {
+                    major: 240,
+                    minor: 0,
+                },
             }],
             rw_binds: vec![],
             tmpfs: vec![],
@@ -196,14 +227,27 @@ mod tests {
     }
 
     fn req() -> LwkRequest {
-        LwkRequest { kind: LwkKind::McKernel, args: vec!["-t".into(), "4".into()] }
+        LwkRequest {
+            kind: LwkKind::McKernel,
+            args: vec!["-t".into(), "4".into()],
+        }
     }
 
     #[test]
     fn args_are_prefixed_and_root_made_absolute() {
         let out = rewrite(&base_spec(), &req(), &facts(), Path::new("/b/rootfs")).unwrap();
         let args = out.process().as_ref().unwrap().args().clone().unwrap();
-        assert_eq!(args, vec!["/dev/.lwk/mcexec/bin/mcexec", "-t", "4", "0", "/bin/echo", "hi"]);
+        assert_eq!(
+            args,
+            vec![
+                "/dev/.lwk/mcexec/bin/mcexec",
+                "-t",
+                "4",
+                "0",
+                "/bin/echo",
+                "hi"
+            ]
+        );
         assert_eq!(out.root().as_ref().unwrap().path(), Path::new("/b/rootfs"));
     }
 
@@ -213,8 +257,19 @@ mod tests {
         let linux = out.linux().as_ref().unwrap();
         let dev = &linux.devices().as_ref().unwrap()[0];
         assert_eq!((dev.major(), dev.minor()), (240, 0));
-        let rule = linux.resources().as_ref().unwrap().devices().as_ref().unwrap().last().unwrap().clone();
-        assert!(rule.allow() && rule.major() == Some(240) && rule.access().as_deref() == Some("rwm"));
+        let rule = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .as_ref()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        assert!(
+            rule.allow() && rule.major() == Some(240) && rule.access().as_deref() == Some("rwm")
+        );
     }
 
     #[test]
@@ -224,23 +279,43 @@ mod tests {
         f.devices[0].host = "/run/lwk-sim/dev/mcos0".into();
         let out = rewrite(&base_spec(), &req(), &f, Path::new("/r")).unwrap();
         let mounts = out.mounts().as_ref().unwrap();
-        let dev = mounts.iter().find(|m| m.destination() == Path::new("/dev/mcos0")).unwrap();
+        let dev = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/dev/mcos0"))
+            .unwrap();
         assert!(dev.options().as_ref().unwrap().contains(&"rw".to_string()));
-        let cl = mounts.iter().find(|m| m.destination() == Path::new("/dev/.lwk/mcexec")).unwrap();
+        let cl = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/dev/.lwk/mcexec"))
+            .unwrap();
         assert!(cl.options().as_ref().unwrap().contains(&"ro".to_string()));
         // the default spec has a /dev tmpfs, so no extra tmpfs for the closure
-        assert!(!mounts.iter().any(|m| m.destination() == Path::new(CLOSURE_MOUNT_DIR)));
+        assert!(!mounts
+            .iter()
+            .any(|m| m.destination() == Path::new(CLOSURE_MOUNT_DIR)));
     }
 
     #[test]
     fn without_dev_tmpfs_a_private_tmpfs_is_added_first() {
         let mut s = base_spec();
-        let m: Vec<Mount> = s.mounts().clone().unwrap().into_iter().filter(|m| m.destination() != Path::new("/dev")).collect();
+        let m: Vec<Mount> = s
+            .mounts()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.destination() != Path::new("/dev"))
+            .collect();
         s.set_mounts(Some(m));
         let out = rewrite(&s, &req(), &facts(), Path::new("/r")).unwrap();
         let mounts = out.mounts().as_ref().unwrap();
-        let t = mounts.iter().position(|m| m.destination() == Path::new(CLOSURE_MOUNT_DIR)).unwrap();
-        let c = mounts.iter().position(|m| m.destination() == Path::new("/dev/.lwk/mcexec")).unwrap();
+        let t = mounts
+            .iter()
+            .position(|m| m.destination() == Path::new(CLOSURE_MOUNT_DIR))
+            .unwrap();
+        let c = mounts
+            .iter()
+            .position(|m| m.destination() == Path::new("/dev/.lwk/mcexec"))
+            .unwrap();
         assert!(t < c);
     }
 
@@ -249,12 +324,21 @@ mod tests {
         let mut s = base_spec();
         let mut linux = s.linux().clone().unwrap();
         linux.set_masked_paths(Some(vec!["/proc/kcore".into(), "/proc/mcos0".into()]));
-        linux.set_readonly_paths(Some(vec!["/sys/devices/virtual/mcos/mcos0".into(), "/proc/sys".into()]));
+        linux.set_readonly_paths(Some(vec![
+            "/sys/devices/virtual/mcos/mcos0".into(),
+            "/proc/sys".into(),
+        ]));
         s.set_linux(Some(linux));
         let out = rewrite(&s, &req(), &facts(), Path::new("/r")).unwrap();
         let l = out.linux().as_ref().unwrap();
-        assert_eq!(l.masked_paths().as_ref().unwrap(), &vec!["/proc/kcore".to_string()]);
-        assert_eq!(l.readonly_paths().as_ref().unwrap(), &vec!["/proc/sys".to_string()]);
+        assert_eq!(
+            l.masked_paths().as_ref().unwrap(),
+            &vec!["/proc/kcore".to_string()]
+        );
+        assert_eq!(
+            l.readonly_paths().as_ref().unwrap(),
+            &vec!["/proc/sys".to_string()]
+        );
     }
 
     #[test]
@@ -263,6 +347,9 @@ mod tests {
         let mut p = s.process().clone().unwrap();
         p.set_args(None);
         s.set_process(Some(p));
-        assert_eq!(rewrite(&s, &req(), &facts(), Path::new("/r")), Err(RewriteError::NoArgs));
+        assert_eq!(
+            rewrite(&s, &req(), &facts(), Path::new("/r")),
+            Err(RewriteError::NoArgs)
+        );
     }
 }
