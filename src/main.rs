@@ -1,10 +1,71 @@
+//! lwk-runc: a runc-compatible OCI runtime that runs container workloads on a
+//! lightweight kernel (IHK/McKernel or mOS) of a multi-kernel HPC node.
+//!
+//! `main` parses runc's command line, seals the binary where a container is
+//! entered, sets up runc-style logging and dispatches; everything else lives in
+//! `commands/` (the CLI contract) and the modules they call.
+
+mod cli;
+mod commands;
 mod config;
 mod hook;
+mod logging;
 mod lwk;
+mod seal;
+
+use clap::Parser;
+
+/// What `lwk-runc --version` prints after the name, runc-style.
+pub const VERSION_TEXT: &str = concat!(
+    "version ",
+    env!("CARGO_PKG_VERSION"),
+    "\nspec: 1.2.1\nlibcontainer: 0.7.0"
+);
 
 fn main() {
+    // A container's PID 1 (`lwk-init`) and the LWK admin commands bypass runc's CLI.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(code) = lwk::hidden_main(&args) {
         std::process::exit(code);
+    }
+    let cli = cli::Cli::parse();
+
+    // CVE-2019-5736: a process inside the container must not be able to reach the
+    // runtime binary for writing through /proc/<pid>/exe. Only commands that join
+    // or build a container are exposed, so only they pay for the re-exec.
+    if matches!(
+        cli.command,
+        cli::Command::Create(_) | cli::Command::Run(_) | cli::Command::Exec(_)
+    ) {
+        if let Err(err) = seal::ensure_sealed() {
+            eprintln!("lwk-runc: protecting the runtime binary (CVE-2019-5736): {err:#}");
+            std::process::exit(1);
+        }
+    }
+
+    let target = match logging::init(
+        cli.global.log.as_deref(),
+        cli.global.log_format,
+        cli.global.debug,
+    ) {
+        Ok(t) => t,
+        Err(err) => {
+            eprintln!("lwk-runc: {err:#}");
+            std::process::exit(1);
+        }
+    };
+
+    match commands::dispatch(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            let msg = format!("{err:#}");
+            tracing::error!("{msg}");
+            // runc prints the fatal error on stderr as well; with the log in a file this
+            // is what a person running the command by hand sees.
+            if target.to_file {
+                eprintln!("lwk-runc: {msg}");
+            }
+            std::process::exit(1);
+        }
     }
 }

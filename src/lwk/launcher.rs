@@ -64,11 +64,17 @@ pub fn closure_for(
     patchelf: &Path,
     container_dir: &Path,
 ) -> Result<Closure, LauncherError> {
-    let real = fs::canonicalize(binary).map_err(|source| LauncherError::Missing {
-        path: binary.to_path_buf(),
-        key: key_name.into(),
-        source,
-    })?;
+    // The runtime itself runs from a sealed, unattached clone whose link target does
+    // not resolve; /proc/self/exe still opens and stats the real binary.
+    let real = if binary == Path::new("/proc/self/exe") {
+        binary.to_path_buf()
+    } else {
+        fs::canonicalize(binary).map_err(|source| LauncherError::Missing {
+            path: binary.to_path_buf(),
+            key: key_name.into(),
+            source,
+        })?
+    };
     let md = fs::metadata(&real).map_err(|source| LauncherError::Missing {
         path: real.clone(),
         key: key_name.into(),
@@ -79,6 +85,7 @@ pub fn closure_for(
         &md.size().to_le_bytes(),
         &md.mtime().to_le_bytes(),
         &md.mtime_nsec().to_le_bytes(),
+        &md.ino().to_le_bytes(),
         container_dir.as_os_str().as_encoded_bytes(),
     ]);
     let host_dir = cache_dir.join(format!("{name}-{key:016x}"));
@@ -131,7 +138,7 @@ fn build(
     fs::create_dir_all(&bin_dir).map_err(|e| err(format!("mkdir {}: {e}", bin_dir.display())))?;
     let exe = bin_dir.join(name);
     fs::copy(real, &exe).map_err(|e| err(format!("copying to {}: {e}", exe.display())))?;
-    let Some(interp) = elf_interp(real)? else {
+    let Some(interp) = elf_interp(&exe)? else {
         return Ok(()); // static: runs anywhere as is
     };
     fs::create_dir_all(&lib_dir).map_err(|e| err(format!("mkdir {}: {e}", lib_dir.display())))?;
@@ -142,7 +149,8 @@ fn build(
         .to_owned();
     fs::copy(&interp, lib_dir.join(&interp_name))
         .map_err(|e| err(format!("copying loader {}: {e}", interp.display())))?;
-    for (soname, path) in list_libs(&interp, real).map_err(err)? {
+    // List the copy: for /proc/self/exe the loader would list itself.
+    for (soname, path) in list_libs(&interp, &exe).map_err(err)? {
         fs::copy(&path, lib_dir.join(&soname))
             .map_err(|e| err(format!("copying {}: {e}", path.display())))?;
     }

@@ -121,8 +121,8 @@ pub enum LwkError {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     /// Private bundle dir with the rewritten config.json: give this to libcontainer.
+    /// (`state` keeps reporting the caller's bundle: the runtime records it itself.)
     pub bundle: PathBuf,
-    pub kind: LwkKind,
 }
 
 /// What sits next to a private bundle's config.json, for `state` and gc.
@@ -171,7 +171,7 @@ fn launch_facts(
     if with_init {
         let me = match &cfg.init_binary {
             Some(p) => Ok(p.clone()),
-            None => std::fs::read_link("/proc/self/exe"),
+            None => Ok(PathBuf::from("/proc/self/exe")),
         }
         .map_err(|source| LauncherError::Missing {
             path: "/proc/self/exe".into(),
@@ -311,7 +311,26 @@ pub fn prepare_create(
         }
         return Err(e);
     }
-    Ok(Some(Prepared { bundle: dir, kind }))
+    Ok(Some(Prepared { bundle: dir }))
+}
+
+/// `prepare_create` from a bundle directory. The fast path: when the node has no default
+/// kernel and the raw config.json never mentions an LWK key, no JSON is parsed here.
+pub fn prepare_for_bundle(
+    cfg: &Config,
+    root: &Path,
+    id: &str,
+    bundle: &Path,
+) -> Result<Option<Prepared>, LwkError> {
+    let path = bundle.join("config.json");
+    let raw = std::fs::read(&path).map_err(|e| io_err("reading", &path, e))?;
+    let mentions = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+    if cfg.default_kernel.kind().is_none() && !mentions(b"run.lwk.") && !mentions(b"LWK_KERNEL") {
+        return Ok(None);
+    }
+    let spec: Spec =
+        serde_json::from_slice(&raw).map_err(|e| io_err("parsing", &path, e.into()))?;
+    prepare_create(cfg, root, id, bundle, &spec)
 }
 
 /// runc resolves relative bind sources against the bundle; the private bundle lives
@@ -365,13 +384,6 @@ pub fn release(cfg: &Config, root: &Path, id: &str) -> Result<(), LwkError> {
         id: id.into(),
         source,
     })
-}
-
-/// The caller's bundle, if the container was rewritten (what `state` must report).
-pub fn original_bundle(cfg: &Config, root: &Path, id: &str) -> Option<PathBuf> {
-    let dir = bundle_dir(cfg, root, id).ok()?;
-    let t = std::fs::read(dir.join("origin.json")).ok()?;
-    serde_json::from_slice::<Origin>(&t).ok().map(|o| o.bundle)
 }
 
 /// exec: if the process's own env asks for the LWK, prefix its args with the launcher.
@@ -547,7 +559,59 @@ pub fn hidden_main(args: &[OsString]) -> Option<i32> {
             };
             Some(code)
         }
+        "lwk" => Some(admin_main(&args[2..])),
+        "hook" => {
+            let stage = args.get(2).and_then(|s| s.to_str()).unwrap_or("");
+            let res = Config::load()
+                .map_err(|e| e.to_string())
+                .and_then(|c| crate::hook::main(&c, stage).map_err(|e| e.to_string()));
+            Some(match res {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("{e}");
+                    1
+                }
+            })
+        }
         _ => None,
+    }
+}
+
+/// `lwk-runc lwk status [--format json|text]` and `lwk-runc lwk gc`.
+fn admin_main(args: &[OsString]) -> i32 {
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    let cfg = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lwk-runc: {e}");
+            return 1;
+        }
+    };
+    let res = match args.as_slice() {
+        ["status"] | ["status", "--format", "text"] | ["status", "--format=text"] => {
+            status(&cfg, false)
+        }
+        ["status", "--format", "json"] | ["status", "--format=json"] => status(&cfg, true),
+        ["gc"] => gc(&cfg).map(|dropped| {
+            dropped
+                .iter()
+                .map(|id| format!("dropped stale lease of {id}\n"))
+                .collect::<String>()
+        }),
+        _ => {
+            eprintln!("usage: lwk-runc lwk status [--format text|json]\n       lwk-runc lwk gc");
+            return 2;
+        }
+    };
+    match res {
+        Ok(s) => {
+            print!("{s}");
+            0
+        }
+        Err(e) => {
+            eprintln!("lwk-runc: {e}");
+            1
+        }
     }
 }
 
@@ -662,10 +726,6 @@ mod runc_tests {
             let v: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
             let pid = v["pid"].as_i64().unwrap() as i32;
             container_created(&cfg, &rroot, &id, pid).unwrap();
-            assert_eq!(
-                original_bundle(&cfg, &rroot, &id).unwrap(),
-                std::fs::canonicalize(&b).unwrap()
-            );
             assert!(Command::new("runc")
                 .args(["--root", rroot.to_str().unwrap(), "start", &id])
                 .status()

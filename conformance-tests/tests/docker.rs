@@ -1,0 +1,428 @@
+//! Docker end-to-end: a private dockerd with the runtime under test registered
+//! as `lwk-runc` (pointing to `$OCI_RUNTIME`), driven with the docker CLI.
+//!
+//! One test function shares one daemon (starting dockerd is slow), and a file
+//! lock keeps concurrent `cargo test` runs from starting two at once. The guard
+//! stops only the dockerd it started, by pid, plus the containerd and shims
+//! whose command line names its private directory.
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lwk_conformance::*;
+use serde_json::json;
+
+const RUNTIME_NAME: &str = "lwk-runc";
+const IMAGE: &str = "lwk-busybox:test";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const DOCKER_CMD_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    })
+}
+
+/// The docker CLI: Debian's 20.10 client matches the daemon, so prefer it over
+/// a newer client earlier on PATH.
+fn docker_cli() -> PathBuf {
+    let debian = PathBuf::from("/usr/bin/docker");
+    if debian.is_file() {
+        return debian;
+    }
+    find_in_path("docker").expect("docker CLI not found (apt-get install docker.io)")
+}
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    sock: PathBuf,
+    cli: PathBuf,
+    n: std::cell::Cell<usize>,
+}
+
+struct DockerOut {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Daemon {
+    fn start(dockerd: &Path) -> Daemon {
+        // Short path: containerd's socket lives under the exec-root (108-byte limit).
+        let dir = tempfile::Builder::new()
+            .prefix("lwkd-")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let p = |s: &str| dir.path().join(s);
+        let cfg = p("daemon.json");
+        write_json(
+            &cfg,
+            &json!({"runtimes": {RUNTIME_NAME: {"path": s(&runtime_bin())}}}),
+        );
+        let sock = p("docker.sock");
+        let log = File::create(p("dockerd.log")).expect("dockerd log");
+        let ns = format!("lwkconf{}", std::process::id());
+        let child = Command::new(dockerd)
+            .arg("--config-file")
+            .arg(&cfg)
+            .arg("--data-root")
+            .arg(p("data"))
+            .arg("--exec-root")
+            .arg(p("exec"))
+            .arg("--pidfile")
+            .arg(p("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .args(["--iptables=false", "--ip-masq=false", "--bridge=none"])
+            .args(["--storage-driver", "vfs"])
+            // Should a system containerd be running, dockerd would use it:
+            // keep our objects in namespaces of our own.
+            .args(["--containerd-namespace", &ns])
+            .args(["--containerd-plugins-namespace", &format!("{ns}p")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", dockerd.display()));
+        let d = Daemon {
+            dir,
+            child: Some(child),
+            sock,
+            cli: docker_cli(),
+            n: Default::default(),
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn log(&self) -> String {
+        let text = fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn wait_ready(&self) {
+        let t0 = Instant::now();
+        loop {
+            if let Some(child) = &self.child {
+                // SAFETY: waitpid-free liveness probe via signal 0 on our own child.
+                let alive = unsafe { libc::kill(child.id() as i32, 0) } == 0
+                    && pid_alive(child.id() as i32);
+                assert!(
+                    alive,
+                    "dockerd exited during startup; its log:\n{}",
+                    self.log()
+                );
+            }
+            let out = self.try_docker(&["info", "--format", "{{json .Runtimes}}"]);
+            if out.code == Some(0) {
+                assert!(
+                    out.stdout.contains(RUNTIME_NAME),
+                    "dockerd is up but did not register runtime {RUNTIME_NAME}: {}",
+                    out.stdout
+                );
+                return;
+            }
+            assert!(
+                t0.elapsed() < READY_TIMEOUT,
+                "dockerd not ready after {READY_TIMEOUT:?} (docker info: {}); its log:\n{}",
+                out.stderr,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.cli);
+        c.arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .args(args)
+            .env("DOCKER_CONFIG", self.dir.path().join("client"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run_command(&self, mut c: Command) -> DockerOut {
+        let n = self.n.get();
+        self.n.set(n + 1);
+        let o = self.dir.path().join(format!("c{n}.out"));
+        let e = self.dir.path().join(format!("c{n}.err"));
+        c.stdout(File::create(&o).unwrap())
+            .stderr(File::create(&e).unwrap());
+        let child = c.spawn().expect("spawn docker CLI");
+        let st = wait_timeout(child, DOCKER_CMD_TIMEOUT, &format!("{c:?}"));
+        DockerOut {
+            code: st.code(),
+            stdout: fs::read_to_string(&o).unwrap_or_default(),
+            stderr: fs::read_to_string(&e).unwrap_or_default(),
+        }
+    }
+
+    fn try_docker(&self, args: &[&str]) -> DockerOut {
+        self.run_command(self.command(args))
+    }
+
+    fn docker(&self, args: &[&str]) -> DockerOut {
+        let out = self.try_docker(args);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "docker {args:?} failed\n--- stdout\n{}\n--- stderr\n{}\n--- dockerd log\n{}",
+            out.stdout,
+            out.stderr,
+            self.log()
+        );
+        out
+    }
+
+    fn import_image(&self, rootfs: &Path) {
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(rootfs)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn tar");
+        let mut c = self.command(&["import", "-", IMAGE]);
+        c.stdin(tar.stdout.take().expect("tar stdout"));
+        let out = self.run_command(c);
+        let st = tar.wait().expect("wait tar");
+        assert!(st.success(), "tar of the rootfs failed");
+        assert_eq!(out.code, Some(0), "docker import: {}", out.stderr);
+    }
+
+    /// Pids of processes whose command line mentions our private dir
+    /// (the supervised containerd and any shim), excluding `except`.
+    fn our_processes(&self, except: Option<u32>) -> Vec<i32> {
+        let needle = s(self.dir.path());
+        let mut v = Vec::new();
+        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if Some(pid as u32) == except || pid == std::process::id() as i32 {
+                continue;
+            }
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmd).contains(&needle) {
+                v.push(pid);
+            }
+        }
+        v
+    }
+}
+
+fn terminate(pid: i32, grace: Duration) {
+    // SAFETY: plain kill(2) on a pid we started or found under our own dir.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let t0 = Instant::now();
+    while pid_alive(pid) && t0.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if pid_alive(pid) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Containers first, so shims exit with them.
+        let ids = self.try_docker(&["ps", "-aq"]).stdout;
+        for id in ids.split_whitespace() {
+            let _ = self.try_docker(&["rm", "-f", id]);
+        }
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id() as i32;
+            // SAFETY: our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let t0 = Instant::now();
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if t0.elapsed() > Duration::from_secs(20) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        }
+        // containerd normally exits with dockerd; make sure of it.
+        for pid in self.our_processes(None) {
+            terminate(pid, Duration::from_secs(5));
+        }
+        // Unmount anything left under our dir (deepest first) so it can be removed.
+        let dir = s(self.dir.path());
+        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        // Reap shims that were reparented to us (we are their subreaper).
+        // SAFETY: waitpid on any child; every Child handle was already waited.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+    }
+}
+
+/// Serialise docker e2e runs across processes.
+fn lock() -> File {
+    let f = File::create("/tmp/lwk-conformance-docker.lock").expect("lock file");
+    // SAFETY: flock on an fd we own; released when the File drops.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+    f
+}
+
+#[test]
+fn docker_end_to_end() {
+    require_root();
+    if std::env::var("LWK_SKIP_DOCKER").as_deref() == Ok("1") {
+        eprintln!("SKIPPED docker_end_to_end: LWK_SKIP_DOCKER=1");
+        return;
+    }
+    let dockerd = find_in_path("dockerd")
+        .or_else(|| {
+            let p = PathBuf::from("/usr/sbin/dockerd");
+            p.is_file().then_some(p)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "dockerd is not installed: apt-get install docker.io \
+                 (or set LWK_SKIP_DOCKER=1 to skip the Docker end-to-end test)"
+            )
+        });
+    let _ = runtime_version();
+    let _lock = lock();
+    // containerd's shims daemonize; make them orphans of this process rather
+    // than of pid 1 (which may not reap), so the guard can reap them.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let t_start = Instant::now();
+    let d = Daemon::start(&dockerd);
+    let rootfs = d.dir.path().join("rootfs");
+    build_rootfs(&rootfs);
+    d.import_image(&rootfs);
+    eprintln!(
+        "dockerd ready and image imported in {:?}",
+        t_start.elapsed()
+    );
+
+    let run = [
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME_NAME,
+        "--network",
+        "none",
+    ];
+
+    // docker run prints the container's output.
+    let out = d.docker(&[&run[..], &[IMAGE, "echo", "hi"]].concat());
+    assert_eq!(out.stdout.trim(), "hi");
+
+    // Exit code pass-through.
+    let out = d.try_docker(&[&run[..], &[IMAGE, "sh", "-c", "exit 3"]].concat());
+    assert_eq!(out.code, Some(3), "docker run exit code: {}", out.stderr);
+
+    // A terminal (console socket through the shim).
+    let out = d.docker(&[&run[..], &["-t", IMAGE, "tty"]].concat());
+    assert!(
+        out.stdout.trim().starts_with("/dev/pts/"),
+        "docker run -t: {:?}",
+        out.stdout
+    );
+
+    // A missing binary: the runtime's error text reaches the user.
+    let out = d.try_docker(&[&run[..], &[IMAGE, "/nonexistent"]].concat());
+    assert_ne!(out.code, Some(0), "running /nonexistent succeeded");
+    assert!(
+        out.stderr.contains("/nonexistent"),
+        "docker's error must carry the runtime's message naming the path: {}",
+        out.stderr
+    );
+
+    // A long-running container: exec, top, pause/unpause, stop.
+    let name = format!("lwkc-e2e-{}", std::process::id());
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--runtime",
+        RUNTIME_NAME,
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 0' TERM; while true; do sleep 0.1; done",
+    ]);
+    let out = d.docker(&["inspect", "-f", "{{.HostConfig.Runtime}}", &name]);
+    assert_eq!(out.stdout.trim(), RUNTIME_NAME);
+
+    let out = d.docker(&["exec", &name, "echo", "exec-ok"]);
+    assert_eq!(out.stdout.trim(), "exec-ok");
+    let out = d.try_docker(&["exec", &name, "sh", "-c", "exit 5"]);
+    assert_eq!(out.code, Some(5), "docker exec exit code: {}", out.stderr);
+    let out = d.docker(&[
+        "exec",
+        "-u",
+        "1000",
+        "-w",
+        "/tmp",
+        &name,
+        "sh",
+        "-c",
+        "id -u; pwd",
+    ]);
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), ["1000", "/tmp"]);
+
+    let out = d.docker(&["top", &name]);
+    assert!(
+        out.stdout.contains("sleep") || out.stdout.contains("sh -c"),
+        "docker top: {}",
+        out.stdout
+    );
+
+    d.docker(&["pause", &name]);
+    let out = d.docker(&["inspect", "-f", "{{.State.Status}}", &name]);
+    assert_eq!(out.stdout.trim(), "paused");
+    d.docker(&["unpause", &name]);
+    let out = d.docker(&["inspect", "-f", "{{.State.Status}}", &name]);
+    assert_eq!(out.stdout.trim(), "running");
+    let out = d.docker(&["exec", &name, "echo", "alive"]);
+    assert_eq!(
+        out.stdout.trim(),
+        "alive",
+        "container unusable after unpause"
+    );
+
+    let stop_timeout = 30;
+    let t0 = Instant::now();
+    d.docker(&["stop", "-t", &stop_timeout.to_string(), &name]);
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(stop_timeout / 2),
+        "docker stop took {took:?}: SIGTERM did not reach the container's trap"
+    );
+    let out = d.docker(&["logs", &name]);
+    assert!(out.stdout.contains("got-term"), "logs: {}", out.stdout);
+    let out = d.docker(&["inspect", "-f", "{{.State.ExitCode}}", &name]);
+    assert_eq!(out.stdout.trim(), "0");
+    d.docker(&["rm", &name]);
+    eprintln!("docker end-to-end took {:?}", t_start.elapsed());
+}

@@ -1,0 +1,329 @@
+//! runc's command line, flag for flag (runc v1.1 / v1.5 surface), so that Docker's
+//! shim, podman's conmon, containerd, Slurm's oci.conf patterns and Singularity can
+//! call lwk-runc exactly as they call runc.
+//!
+//! liboci-cli is not used for parsing: it lacks `--rootless`, `--pidfd-socket`, a
+//! default signal for `kill`, and several runc flags that engines pass, and clap
+//! rejects any unknown flag outright.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lwk-runc",
+    about = "runc-compatible OCI runtime that runs container workloads on a lightweight kernel (IHK/McKernel or mOS)",
+    version = crate::VERSION_TEXT,
+    disable_version_flag = true,
+    propagate_version = false
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalOpts {
+    /// print the version
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    pub version: Option<bool>,
+    /// enable debug logging
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// set the log file to write logs to (default: stderr)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub log: Option<PathBuf>,
+    /// set the log format
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// root directory for storage of container state (this should be located in tmpfs)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub root: Option<PathBuf>,
+    /// path to the criu binary used for checkpoint and restore (accepted, unused)
+    #[arg(long, global = true, hide = true)]
+    pub criu: Option<PathBuf>,
+    /// enable systemd cgroup support
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+    /// ignore cgroup permission errors ('true', 'false', or 'auto')
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub rootless: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// create a container
+    Create(Create),
+    /// executes the user defined process in a created container
+    Start(Id),
+    /// output the state of a container
+    State(Id),
+    /// kill sends the specified signal (default: SIGTERM) to the container's init process
+    Kill(Kill),
+    /// delete any resources held by the container often used with detached container
+    Delete(Delete),
+    /// create and run a container
+    Run(Run),
+    /// execute new process inside the container
+    Exec(Exec),
+    /// ps displays the processes running inside a container
+    Ps(Ps),
+    /// lists containers started by lwk-runc with the given root
+    #[command(alias = "ls")]
+    List(List),
+    /// create a new specification file
+    Spec(Spec),
+    /// pause suspends all processes inside the container
+    Pause(Id),
+    /// resumes all processes that have been previously paused
+    Resume(Id),
+    /// display container events such as OOM notifications, cpu, memory, and IO usage statistics
+    Events(Events),
+    /// update container resource constraints
+    Update(Update),
+    /// show the enabled features
+    Features,
+    /// checkpoint a running container (not supported)
+    Checkpoint(Passthrough),
+    /// restore a container from a previous checkpoint (not supported)
+    Restore(Passthrough),
+}
+
+#[derive(Args, Debug)]
+pub struct Id {
+    #[arg(value_name = "container-id")]
+    pub container_id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CreateOpts {
+    /// path to the root of the bundle directory
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// path to an AF_UNIX socket which will receive a file descriptor referencing the master end of the console's pseudoterminal
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// path to an AF_UNIX socket which will receive the pidfd of the init process (accepted; unsupported)
+    #[arg(long, hide = true)]
+    pub pidfd_socket: Option<PathBuf>,
+    /// specify the file to write the process id to
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// do not use pivot root to jail process inside rootfs
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// do not create a new session keyring for the container
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// pass N additional file descriptors to the container (stdio + $LISTEN_FDS + N in total)
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: i32,
+    #[arg(value_name = "container-id")]
+    pub container_id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct Create {
+    #[command(flatten)]
+    pub opts: CreateOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct Run {
+    #[command(flatten)]
+    pub opts: CreateOpts,
+    /// detach from the container's process
+    #[arg(short, long)]
+    pub detach: bool,
+    /// do not delete the container after it exits
+    #[arg(long)]
+    pub keep: bool,
+    /// disable the use of the subreaper used to reap reparented processes
+    #[arg(long)]
+    pub no_subreaper: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct Kill {
+    #[arg(value_name = "container-id")]
+    pub container_id: String,
+    /// signal name or number
+    #[arg(default_value = "SIGTERM")]
+    pub signal: String,
+    /// send the specified signal to all processes inside the container
+    #[arg(short, long)]
+    pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct Delete {
+    #[arg(value_name = "container-id")]
+    pub container_id: String,
+    /// forcibly deletes the container if it is still running (uses SIGKILL)
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct Exec {
+    /// path to an AF_UNIX socket which will receive a file descriptor referencing the master end of the console's pseudoterminal
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    pub pidfd_socket: Option<PathBuf>,
+    /// current working directory in the container
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// set environment variables
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// allocate a pseudo-TTY
+    #[arg(short, long)]
+    pub tty: bool,
+    /// UID (format: <uid>[:<gid>])
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// additional gids
+    #[arg(short = 'g', long = "additional-gids")]
+    pub additional_gids: Vec<u32>,
+    /// path to the process.json
+    #[arg(short, long)]
+    pub process: Option<PathBuf>,
+    /// detach from the container's process
+    #[arg(short, long)]
+    pub detach: bool,
+    /// specify the file to write the process id to
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// set the asm process label for the process commonly used with selinux
+    #[arg(long)]
+    pub process_label: Option<String>,
+    /// set the apparmor profile for the process
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    /// set the no new privileges value for the process
+    #[arg(long)]
+    pub no_new_privs: bool,
+    /// add a capability to the bounding set for the process
+    #[arg(short = 'c', long = "cap")]
+    pub cap: Vec<String>,
+    /// pass N additional file descriptors to the container
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// allow exec in a paused container
+    #[arg(long)]
+    pub ignore_paused: bool,
+    /// run the process in an (existing) sub-cgroup(s)
+    #[arg(long)]
+    pub cgroup: Vec<String>,
+    #[arg(value_name = "container-id")]
+    pub container_id: String,
+    /// command and arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct Ps {
+    /// select one of: table or json
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    #[arg(value_name = "container-id")]
+    pub container_id: String,
+    /// arguments passed to ps(1) in table mode
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct List {
+    /// select one of: table or json
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// display only container IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct Spec {
+    /// path to the root of the bundle directory
+    #[arg(short, long)]
+    pub bundle: Option<PathBuf>,
+    /// generate a configuration for a rootless container
+    #[arg(long)]
+    pub rootless: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct Events {
+    /// set the stats collection interval
+    #[arg(long, default_value = "5s")]
+    pub interval: String,
+    /// display the container's stats then exit
+    #[arg(long)]
+    pub stats: bool,
+    #[arg(value_name = "container-id")]
+    pub container_id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct Update {
+    /// path to a file containing the resources to update, or '-' to read from stdin
+    #[arg(short, long)]
+    pub resources: Option<PathBuf>,
+    /// CPU shares (relative weight vs. other containers)
+    #[arg(long)]
+    pub cpu_shares: Option<u64>,
+    /// CPU CFS period to be used for hardcapping (in usecs)
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    /// CPU CFS hardcap limit (in usecs)
+    #[arg(long)]
+    pub cpu_quota: Option<i64>,
+    /// CPU(s) to use
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// memory node(s) to use
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// memory limit (in bytes)
+    #[arg(short, long)]
+    pub memory: Option<i64>,
+    /// memory reservation or soft_limit (in bytes)
+    #[arg(long)]
+    pub memory_reservation: Option<i64>,
+    /// total memory usage (memory + swap); set '-1' to enable unlimited swap
+    #[arg(long)]
+    pub memory_swap: Option<i64>,
+    /// maximum number of pids allowed in the container
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// block IO weight
+    #[arg(long)]
+    pub blkio_weight: Option<u16>,
+    #[arg(value_name = "container-id")]
+    pub container_id: String,
+}
+
+/// checkpoint/restore take many flags; they are accepted so the error is ours, not clap's.
+#[derive(Args, Debug)]
+pub struct Passthrough {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}

@@ -1,0 +1,187 @@
+//! `exec`: run a new process inside a running container.
+//!
+//! The process is always described to libcontainer as a process.json: either the
+//! caller's (`--process`, what containerd and conmon pass) or one built here from
+//! the container's own process with the command-line overrides applied. That is
+//! the only way libcontainer 0.7 honours `--tty`, and it gives one place where the
+//! process can be examined before it runs.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::ContainerStatus;
+use libcontainer::syscall::syscall::SyscallType;
+use oci_spec::runtime::{Process, Spec};
+
+use super::{load, status_name, wait, Ctx};
+use crate::cli::Exec;
+use crate::commands::create::describe;
+
+pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
+    let id = args.container_id.as_str();
+    let container = load(ctx, id)?;
+    match container.status() {
+        ContainerStatus::Running => {}
+        ContainerStatus::Paused if args.ignore_paused => {}
+        other => bail!(
+            "cannot exec in a container that is {}: {id}",
+            status_name(other)
+        ),
+    }
+
+    let mut process = match &args.process {
+        Some(path) => {
+            let data = std::fs::read(path)
+                .with_context(|| format!("reading process file {}", path.display()))?;
+            serde_json::from_slice::<Process>(&data)
+                .with_context(|| format!("parsing process file {}", path.display()))?
+        }
+        None => {
+            if args.command.is_empty() {
+                bail!("exec needs a command to run, or --process");
+            }
+            let spec_path = container.bundle().join("config.json");
+            let spec = Spec::load(&spec_path)
+                .with_context(|| format!("loading the container's spec {}", spec_path.display()))?;
+            process_from_args(spec.process().clone().unwrap_or_default(), args)?
+        }
+    };
+
+    // An exec'd process runs on Linux unless its own env asks for the LWK.
+    let cfg = crate::config::Config::load()?;
+    crate::lwk::rewrite_exec_process(&cfg, &ctx.root, id, &mut process)?;
+
+    // Written inside the container's state directory, which only root can reach.
+    let process_file = ctx
+        .container_dir(id)
+        .join(format!("exec-{}.json", std::process::id()));
+    let _cleanup = RemoveOnDrop(process_file.clone());
+    std::fs::write(&process_file, serde_json::to_vec(&process)?)
+        .with_context(|| format!("writing {}", process_file.display()))?;
+
+    let sub_cgroup = args.cgroup.iter().find_map(|c| match c.split_once(':') {
+        None => Some(c.clone()),
+        Some(_) => None,
+    });
+    let pid = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        .with_root_path(&ctx.root)
+        .context("using the state root")?
+        .with_console_socket(args.console_socket.as_ref())
+        .with_pid_file(args.pid_file.as_ref())
+        .context("using the pid file")?
+        .with_preserved_fds(args.preserve_fds)
+        .validate_id()
+        .with_context(|| format!("invalid container id {id:?}"))?
+        .as_tenant()
+        .with_detach(args.detach)
+        .with_process(Some(&process_file))
+        .with_ignore_paused(args.ignore_paused)
+        .with_sub_cgroup(sub_cgroup)
+        .build()
+        .map_err(|err| anyhow::anyhow!(describe(&err)))
+        .with_context(|| format!("executing a process in container {id}"))?;
+
+    if args.detach {
+        return Ok(0);
+    }
+    let signals = wait::block()?;
+    wait::wait_forwarding(pid, &signals)
+}
+
+/// The container's process with runc's `exec` flags applied on top.
+fn process_from_args(mut process: Process, args: &Exec) -> Result<Process> {
+    process.set_args(Some(args.command.clone()));
+    process.set_terminal(Some(args.tty));
+    process.set_console_size(None);
+    if let Some(cwd) = &args.cwd {
+        process.set_cwd(cwd.clone());
+    }
+    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    for kv in &args.env {
+        let Some((key, _)) = kv.split_once('=') else {
+            bail!("invalid environment variable {kv:?}: expected KEY=VALUE");
+        };
+        env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
+        env.push(kv.clone());
+    }
+    process.set_env(Some(env));
+    if let Some(user) = &args.user {
+        let (uid, gid) = parse_user(user)?;
+        let mut u = process.user().clone();
+        u.set_uid(uid);
+        if let Some(gid) = gid {
+            u.set_gid(gid);
+        }
+        if !args.additional_gids.is_empty() {
+            u.set_additional_gids(Some(args.additional_gids.clone()));
+        }
+        process.set_user(u);
+    } else if !args.additional_gids.is_empty() {
+        let mut u = process.user().clone();
+        u.set_additional_gids(Some(args.additional_gids.clone()));
+        process.set_user(u);
+    }
+    if args.no_new_privs {
+        process.set_no_new_privileges(Some(true));
+    }
+    if let Some(profile) = &args.apparmor {
+        process.set_apparmor_profile(Some(profile.clone()));
+    }
+    if !args.cap.is_empty() {
+        let mut caps = process.capabilities().clone().unwrap_or_default();
+        for name in &args.cap {
+            let cap: oci_spec::runtime::Capability = name
+                .parse()
+                .map_err(|_| anyhow::anyhow!("unknown capability {name:?}"))?;
+            let add = |s: &Option<oci_spec::runtime::Capabilities>| {
+                let mut s = s.clone().unwrap_or_default();
+                s.insert(cap);
+                Some(s)
+            };
+            let (b, e, p) = (
+                add(caps.bounding()),
+                add(caps.effective()),
+                add(caps.permitted()),
+            );
+            caps.set_bounding(b);
+            caps.set_effective(e);
+            caps.set_permitted(p);
+        }
+        process.set_capabilities(Some(caps));
+    }
+    Ok(process)
+}
+
+/// runc's `--user uid[:gid]` (numeric only, as in runc).
+fn parse_user(s: &str) -> Result<(u32, Option<u32>)> {
+    let bad = || anyhow::anyhow!("invalid --user {s:?}: expected <uid>[:<gid>]");
+    match s.split_once(':') {
+        Some((u, g)) => Ok((
+            u.parse().map_err(|_| bad())?,
+            Some(g.parse().map_err(|_| bad())?),
+        )),
+        None => Ok((s.parse().map_err(|_| bad())?, None)),
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_flag_forms() {
+        assert_eq!(parse_user("1000").unwrap(), (1000, None));
+        assert_eq!(parse_user("1000:100").unwrap(), (1000, Some(100)));
+        assert!(parse_user("root").is_err());
+        assert!(parse_user("1:x").is_err());
+    }
+}

@@ -1,0 +1,202 @@
+//! One file per runc command. Each is thin: arguments in, libcontainer (and, for
+//! containers that ask for one, the LWK layer) called, result out. What they share
+//! — the state root, loading a container with runc's error strings, the record we
+//! keep beside libcontainer's state — lives here.
+
+mod checkpoint;
+mod create;
+mod delete;
+mod events;
+mod exec;
+mod features;
+mod kill;
+mod list;
+mod pause;
+mod ps;
+mod run;
+mod spec;
+mod start;
+mod state;
+mod update;
+mod wait;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use libcontainer::container::{Container, ContainerStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{Cli, Command, GlobalOpts};
+
+/// What every command needs from the global flags.
+pub struct Ctx {
+    pub root: PathBuf,
+    pub systemd_cgroup: bool,
+}
+
+impl Ctx {
+    fn new(global: &GlobalOpts) -> Self {
+        let root = global.root.clone().unwrap_or_else(default_root);
+        Ctx {
+            root,
+            systemd_cgroup: global.systemd_cgroup,
+        }
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+}
+
+/// `/run/lwk-runc` for root; `$XDG_RUNTIME_DIR/lwk-runc` otherwise, as runc does.
+/// podman passes no `--root`, so this must not depend on anything but the user.
+fn default_root() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/run/lwk-runc");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => Path::new(&dir).join("lwk-runc"),
+        _ => std::env::temp_dir().join(format!("lwk-runc-{}", nix::unistd::geteuid())),
+    }
+}
+
+pub fn dispatch(cli: Cli) -> Result<i32> {
+    let ctx = Ctx::new(&cli.global);
+    match cli.command {
+        Command::Create(args) => create::run(&ctx, &args.opts).map(|_| 0),
+        Command::Start(args) => start::run(&ctx, &args.container_id).map(|_| 0),
+        Command::State(args) => state::run(&ctx, &args.container_id).map(|_| 0),
+        Command::Kill(args) => kill::run(&ctx, &args).map(|_| 0),
+        Command::Delete(args) => delete::run(&ctx, &args.container_id, args.force).map(|_| 0),
+        Command::Run(args) => run::run(&ctx, &args),
+        Command::Exec(args) => exec::run(&ctx, &args),
+        Command::Ps(args) => ps::run(&ctx, &args).map(|_| 0),
+        Command::List(args) => list::run(&ctx, &args).map(|_| 0),
+        Command::Spec(args) => spec::run(&args).map(|_| 0),
+        Command::Pause(args) => pause::pause(&ctx, &args.container_id).map(|_| 0),
+        Command::Resume(args) => pause::resume(&ctx, &args.container_id).map(|_| 0),
+        Command::Events(args) => events::run(&ctx, &args).map(|_| 0),
+        Command::Update(args) => update::run(&ctx, &args).map(|_| 0),
+        Command::Features => features::run().map(|_| 0),
+        Command::Checkpoint(_) => checkpoint::unsupported("checkpoint"),
+        Command::Restore(_) => checkpoint::unsupported("restore"),
+    }
+}
+
+/// runc's rule for container ids: `[\w+.-]+`, and not `.` or `..`. Checked before
+/// anything touches the state root, so a hostile id can never name a path.
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.'));
+    if !ok {
+        bail!("invalid container id format: {id:?} (allowed: letters, digits, '_', '+', '-', '.')");
+    }
+    Ok(())
+}
+
+/// Loads a container, with the error string engines match on when it is absent
+/// (containerd's shim ignores "does not exist" on delete and kill).
+pub fn load(ctx: &Ctx, id: &str) -> Result<Container> {
+    validate_id(id)?;
+    let dir = ctx.container_dir(id);
+    if !dir.join("state.json").exists() {
+        bail!("container {id} does not exist");
+    }
+    let mut container =
+        Container::load(dir).with_context(|| format!("loading state of container {id}"))?;
+    if let Some(record) = Record::load(ctx, id) {
+        record.correct_status(&mut container);
+    }
+    Ok(container)
+}
+
+/// runc's lowercase status names.
+pub fn status_name(status: ContainerStatus) -> &'static str {
+    match status {
+        ContainerStatus::Creating => "creating",
+        ContainerStatus::Created => "created",
+        ContainerStatus::Running => "running",
+        ContainerStatus::Stopped => "stopped",
+        ContainerStatus::Paused => "paused",
+    }
+}
+
+/// What lwk-runc keeps beside libcontainer's `state.json`: the caller's bundle and
+/// rootfs (libcontainer only knows the bundle it was handed, which for an LWK
+/// container is a private rewritten copy), and the init process' start time, so a
+/// recycled pid is never mistaken for the container (libcontainer checks only that
+/// /proc/<pid> exists).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Record {
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    #[serde(default)]
+    pub init_start_time: Option<u64>,
+}
+
+const RECORD_FILE: &str = "lwk-runc.json";
+
+impl Record {
+    pub fn load(ctx: &Ctx, id: &str) -> Option<Record> {
+        let data = std::fs::read(ctx.container_dir(id).join(RECORD_FILE)).ok()?;
+        serde_json::from_slice(&data).ok()
+    }
+
+    pub fn save(&self, ctx: &Ctx, id: &str) -> Result<()> {
+        let dir = ctx.container_dir(id);
+        let tmp = dir.join(format!("{RECORD_FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec(self)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.join(RECORD_FILE))
+            .with_context(|| format!("saving the record of container {id}"))?;
+        Ok(())
+    }
+
+    /// A pid that now belongs to another process means the container has stopped.
+    fn correct_status(&self, container: &mut Container) {
+        let (Some(expected), Some(pid)) = (self.init_start_time, container.pid()) else {
+            return;
+        };
+        if container.status() == ContainerStatus::Stopped {
+            return;
+        }
+        if process_start_time(pid.as_raw()) != Some(expected) {
+            container.set_status(ContainerStatus::Stopped);
+        }
+    }
+}
+
+/// Field 22 of /proc/<pid>/stat: the start time in clock ticks since boot.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_could_name_a_path_are_refused() {
+        for bad in ["", ".", "..", "a/b", "../x", "a b", "x\n", "é"] {
+            assert!(validate_id(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["abc", "a.b-c_d+e", "0123456789abcdef", "job.42.step.0"] {
+            assert!(validate_id(good).is_ok(), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn start_time_of_this_process_is_stable() {
+        let me = std::process::id() as i32;
+        let a = process_start_time(me).expect("own start time");
+        assert_eq!(Some(a), process_start_time(me));
+        assert_eq!(process_start_time(i32::MAX), None);
+    }
+}

@@ -1,0 +1,31 @@
+//! `run`: create + start, then (unless `--detach`) wait with signals forwarded,
+//! delete (unless `--keep`) and exit with the container's exit code.
+
+use anyhow::Result;
+
+use super::{create, delete, start, wait, Ctx};
+use crate::cli::Run;
+
+pub fn run(ctx: &Ctx, args: &Run) -> Result<i32> {
+    let id = args.opts.container_id.as_str();
+    let container = create::create(ctx, &args.opts)?;
+    if args.detach {
+        start::run(ctx, id)?;
+        return Ok(0);
+    }
+    let pid = container
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("container {id} has no init process after create"))?;
+    let signals = wait::block()?;
+    if let Err(err) = start::run(ctx, id) {
+        let _ = delete::run(ctx, id, true);
+        return Err(err);
+    }
+    let code = wait::wait_forwarding(pid, &signals)?;
+    if !args.keep {
+        if let Err(err) = delete::run(ctx, id, true) {
+            tracing::warn!("removing container {id} after it exited: {err:#}");
+        }
+    }
+    Ok(code)
+}
