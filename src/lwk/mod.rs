@@ -538,8 +538,20 @@ pub fn status(cfg: &Config, json: bool) -> Result<String, LwkError> {
 /// Hidden subcommands that must run before any CLI parsing: `lwk-init` is a container's
 /// PID 1, `lwk-reap <secs>` the linger reaper. Returns the exit code if it handled argv.
 pub fn hidden_main(args: &[OsString]) -> Option<i32> {
+    if args.get(1).and_then(|a| a.to_str()) == Some("lwk-init") {
+        return Some(init::main(&args[2..]));
+    }
+    // The admin commands come after runc's global flags, as engines and scripts pass them.
+    let mut i = 1;
+    while let Some(a) = args.get(i).and_then(|a| a.to_str()) {
+        match a {
+            "--root" | "--log" | "--log-format" | "--criu" | "--rootless" => i += 2,
+            _ if a.starts_with('-') => i += 1,
+            _ => break,
+        }
+    }
+    let args = &args[i - 1..];
     match args.get(1)?.to_str()? {
-        "lwk-init" => Some(init::main(&args[2..])),
         "lwk-reap" => {
             let secs: u64 = args
                 .get(2)
