@@ -697,6 +697,9 @@ mod sim_tests {
             eprintln!("lwk-sim not installed; skipping");
             return;
         }
+        let _g = crate::lwk::SIM_TEST_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let base = std::env::temp_dir().join(format!("lwk-simtest-{}", std::process::id()));
         let root = base.join("sim");
         let _ = fs::remove_dir_all(&base);

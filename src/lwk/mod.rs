@@ -627,6 +627,11 @@ fn admin_main(args: &[OsString]) -> i32 {
     }
 }
 
+/// Tests that drive the simulator set LWK_SIM_ROOT for the whole process; they take
+/// this lock so they never see each other's simulated node.
+#[cfg(test)]
+pub static SIM_TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The container side (closure, lwk-init, pid slots, device binds) end to end, using
 /// plain runc as the engine until lwk-runc's own commands are wired in. Needs root,
 /// runc, busybox and an installed lwk-sim; skipped otherwise.
@@ -676,6 +681,7 @@ mod runc_tests {
             eprintln!("needs root, runc, busybox and lwk-sim; skipping");
             return;
         }
+        let _g = SIM_TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let base = std::env::temp_dir().join(format!("lwk-runctest-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         let sim = base.join("sim");
