@@ -7,8 +7,11 @@
 
 mod cli;
 mod commands;
+mod config;
 mod executor;
+mod hook;
 mod logging;
+mod lwk;
 mod overlay;
 mod seal;
 
@@ -22,6 +25,11 @@ pub const VERSION_TEXT: &str = concat!(
 );
 
 fn main() {
+    // A container's PID 1 (`lwk-init`) and the LWK admin commands bypass runc's CLI.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = lwk::hidden_main(&args) {
+        std::process::exit(code);
+    }
     let cli = cli::Cli::parse();
 
     // CVE-2019-5736: a process inside the container must not be able to reach the

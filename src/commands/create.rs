@@ -1,6 +1,8 @@
 //! `create`: build the container up to the point where only the user process is
 //! left to start (runtime-spec "create"); the init waits for `start`.
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
@@ -36,33 +38,89 @@ pub fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         .map_err(|e| anyhow::anyhow!(describe(&e)))
         .with_context(|| format!("loading {}", config_path.display()))?;
 
+    // LWK: decide, take the lease (booting the LWK if first), rewrite. None = plain.
+    let cfg = crate::config::Config::load()?;
+    let prepared = crate::lwk::prepare_create(&cfg, &ctx.root, id, &bundle, &spec)?;
+    let lwk = prepared.is_some();
+    let built = build(ctx, opts, id, &bundle, &spec, prepared.map(|p| p.spec));
+    let container = match built {
+        Ok(mut c) if lwk => {
+            let pid = c.pid().map_or(0, |p| p.as_raw());
+            if let Err(err) = crate::lwk::container_created(&cfg, &ctx.root, id, pid) {
+                let _ = c.delete(true);
+                let _ = crate::lwk::release(&cfg, &ctx.root, id);
+                return Err(err.into());
+            }
+            c
+        }
+        Ok(c) => c,
+        Err(err) => {
+            if lwk {
+                if let Err(e) = crate::lwk::release(&cfg, &ctx.root, id) {
+                    tracing::warn!(
+                        "releasing the LWK of container {id} after a failed create: {e}"
+                    );
+                }
+            }
+            return Err(err);
+        }
+    };
+
+    let rootfs = rootfs_of(&bundle, &spec);
+    let record = Record {
+        bundle,
+        rootfs,
+        init_start_time: container.pid().and_then(|p| process_start_time(p.as_raw())),
+    };
+    if let Err(err) = record.save(ctx, id) {
+        // The container exists but we could not describe it: take it down rather than
+        // leave a half-known container behind.
+        let mut c = container;
+        let _ = c.delete(true);
+        if lwk {
+            let _ = crate::lwk::release(&cfg, &ctx.root, id);
+        }
+        return Err(err);
+    }
+    Ok(container)
+}
+
+/// Hands the spec to libcontainer — the caller's, or `rewritten` overlaid on it —
+/// and builds the container.
+fn build(
+    ctx: &Ctx,
+    opts: &CreateOpts,
+    id: &str,
+    bundle: &Path,
+    spec: &Spec,
+    rewritten: Option<Spec>,
+) -> Result<Container> {
     // startContainer hooks move from libcontainer to our executor (see executor.rs).
     let start_container_hooks = spec
         .hooks()
         .as_ref()
         .and_then(|h| h.start_container().clone())
         .unwrap_or_default();
-    let mut rewritten: Option<Spec> = None;
+    let mut rewritten = rewritten;
     if !start_container_hooks.is_empty() {
-        let mut s = spec.clone();
+        let s = rewritten.get_or_insert_with(|| spec.clone());
         if let Some(hooks) = s.hooks_mut() {
             hooks.set_start_container(None);
         }
-        rewritten = Some(s);
     }
     if let Some(s) = &rewritten {
         // '@' cannot appear in a container id, so this never meets a container's directory.
         let scratch = ctx.root.join(format!("@spec-{id}.json"));
-        crate::overlay::overlay_config(&bundle, s, &scratch)?;
+        crate::overlay::overlay_config(bundle, s, &scratch)?;
     }
     let executor = WorkloadExecutor {
         start_container_hooks,
         id: id.to_owned(),
-        bundle: bundle.clone(),
+        bundle: bundle.to_path_buf(),
         annotations: spec.annotations().clone().unwrap_or_default(),
     };
 
-    let container = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+    ContainerBuilder::new(id.to_owned(), SyscallType::default())
         .with_executor(executor)
         .with_root_path(&ctx.root)
         .context("using the state root")?
@@ -78,22 +136,7 @@ pub fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         .with_no_pivot(opts.no_pivot)
         .build()
         .map_err(|err| anyhow::anyhow!(describe(&err)))
-        .with_context(|| format!("creating container {id} from bundle {}", bundle.display()))?;
-
-    let rootfs = rootfs_of(&bundle, &spec);
-    let record = Record {
-        bundle,
-        rootfs,
-        init_start_time: container.pid().and_then(|p| process_start_time(p.as_raw())),
-    };
-    if let Err(err) = record.save(ctx, id) {
-        // The container exists but we could not describe it: take it down rather than
-        // leave a half-known container behind.
-        let mut c = container;
-        let _ = c.delete(true);
-        return Err(err);
-    }
-    Ok(container)
+        .with_context(|| format!("creating container {id} from bundle {}", bundle.display()))
 }
 
 /// The bundle's rootfs as an absolute path, for `state`.

@@ -9,6 +9,24 @@ use crate::commands::create::describe;
 
 pub fn run(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
     validate_id(id)?;
+    let res = delete(ctx, id, force);
+    // Once the container is gone (deleted now, or never fully created), drop its LWK
+    // lease; the last one tears the LWK down. A teardown failure does not undo the
+    // delete: `lwk-runc lwk gc` retries it.
+    if !ctx.container_dir(id).join("state.json").exists() {
+        match crate::config::Config::load() {
+            Ok(cfg) => {
+                if let Err(e) = crate::lwk::release(&cfg, &ctx.root, id) {
+                    tracing::warn!("releasing the LWK of container {id}: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("releasing the LWK of container {id}: {e}"),
+        }
+    }
+    res
+}
+
+fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
     let dir = ctx.container_dir(id);
     if force && dir.is_dir() && !dir.join("state.json").exists() {
         // A runtime killed in the middle of `create` leaves a directory without

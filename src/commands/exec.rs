@@ -30,7 +30,7 @@ pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
         ),
     }
 
-    let process = match &args.process {
+    let mut process = match &args.process {
         Some(path) => {
             let data = std::fs::read(path)
                 .with_context(|| format!("reading process file {}", path.display()))?;
@@ -47,6 +47,10 @@ pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
             process_from_args(spec.process().clone().unwrap_or_default(), args)?
         }
     };
+
+    // An exec'd process runs on Linux unless its own env asks for the LWK.
+    let cfg = crate::config::Config::load()?;
+    crate::lwk::rewrite_exec_process(&cfg, &ctx.root, id, &mut process)?;
 
     // Written inside the container's state directory, which only root can reach.
     let process_file = ctx

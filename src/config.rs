@@ -1,0 +1,519 @@
+//! `/etc/lwk-runc/config.toml`: which LWKs this node offers and how to drive them.
+//!
+//! Loading is on the fast path of every `create`, so it is one `read` + one TOML parse;
+//! a missing file means "no LWK enabled" and costs a failed `open` only.
+//! Every key is documented in `config/config.toml`. Errors name the file, the key and
+//! the reason, because the person reading them is an operator editing that file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::lwk::LwkKind;
+
+/// Where the config lives unless `LWK_RUNC_CONFIG` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/lwk-runc/config.toml";
+/// Env var that overrides [`DEFAULT_CONFIG_PATH`].
+pub const CONFIG_ENV: &str = "LWK_RUNC_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading LWK config {file}: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("LWK config {file}: key `{key}`: {reason} (fix the file or point {CONFIG_ENV} at another one)")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// How an LWK instance gets booted and shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootMode {
+    /// McKernel: ihkconfig/ihkosctl sequence (lwk-tools.md §1.5 steps 9-12). mOS: `lwkctl -c/-d`.
+    Tools,
+    /// McKernel only: the site's `mcreboot.sh` / `mcstop+release.sh`.
+    Script,
+    /// The scheduler boots it; lwk-runc only checks it is RUNNING and never boots or tears down.
+    External,
+}
+
+impl BootMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootMode::Tools => "tools",
+            BootMode::Script => "script",
+            BootMode::External => "external",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Kernel for containers that ask for none.
+    pub default_kernel: KernelChoice,
+    /// Lease table, node lock and launcher-closure cache. Node-wide, so never under a runtime's `--root`.
+    pub lease_dir: PathBuf,
+    /// patchelf, used to build launcher closures of dynamically linked launchers.
+    pub patchelf: PathBuf,
+    /// First namespace-local pid handed to an LWK container's launcher (see `lwk` module doc).
+    pub pid_base: u32,
+    /// Pids reserved per LWK container above its base.
+    pub pid_stride: u32,
+    pub mckernel: McKernelConfig,
+    pub mos: MosConfig,
+    /// Not a key: the binary injected as the container's init; None = the running
+    /// lwk-runc (/proc/self/exe). Tests point it at the built binary.
+    #[serde(skip)]
+    pub init_binary: Option<PathBuf>,
+    /// Set by `load` (not a key): the file this came from, for error messages.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelChoice {
+    #[default]
+    None,
+    Mckernel,
+    Mos,
+}
+
+impl KernelChoice {
+    pub fn kind(self) -> Option<LwkKind> {
+        match self {
+            KernelChoice::None => None,
+            KernelChoice::Mckernel => Some(LwkKind::McKernel),
+            KernelChoice::Mos => Some(LwkKind::Mos),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McKernelConfig {
+    pub enabled: bool,
+    pub boot_mode: BootMode,
+    pub ihkconfig: PathBuf,
+    pub ihkosctl: PathBuf,
+    pub mcexec: PathBuf,
+    pub mcreboot: PathBuf,
+    pub mcstop: PathBuf,
+    /// Directory holding `mcd<N>` / `mcos<N>` on the host.
+    pub dev_dir: PathBuf,
+    /// IHK device index (`/dev/mcd<device>`).
+    pub device: u32,
+    /// OS instance index (`/dev/mcos<os_index>`); `create` on a fresh node yields 0.
+    pub os_index: u32,
+    pub cpus: String,
+    pub memory: String,
+    pub ikc_map: String,
+    pub kargs: String,
+    pub image: PathBuf,
+    pub mcreboot_args: Vec<String>,
+    pub mcstop_args: Vec<String>,
+    pub boot_timeout_secs: u64,
+    pub linger_secs: u64,
+    /// Launcher options containers may pass (`-t=` takes a value, `--disable-sched-yield` does not).
+    pub allowed_args: Vec<String>,
+    /// Options always given to mcexec, before the container's own.
+    pub launcher_args: Vec<String>,
+}
+
+impl Default for McKernelConfig {
+    fn default() -> Self {
+        McKernelConfig {
+            enabled: false,
+            boot_mode: BootMode::Tools,
+            ihkconfig: "/opt/mckernel/sbin/ihkconfig".into(),
+            ihkosctl: "/opt/mckernel/sbin/ihkosctl".into(),
+            mcexec: "/opt/mckernel/bin/mcexec".into(),
+            mcreboot: "/opt/mckernel/sbin/mcreboot.sh".into(),
+            mcstop: "/opt/mckernel/sbin/mcstop+release.sh".into(),
+            dev_dir: "/dev".into(),
+            device: 0,
+            os_index: 0,
+            cpus: String::new(),
+            memory: "512M@0".into(),
+            ikc_map: String::new(),
+            kargs: "hidos".into(),
+            image: "/opt/mckernel/smp-x86/kernel/mckernel.img".into(),
+            mcreboot_args: Vec::new(),
+            mcstop_args: Vec::new(),
+            boot_timeout_secs: 30,
+            linger_secs: 0,
+            allowed_args: vec![
+                "-t=".into(),
+                "--mpol-threshold=".into(),
+                "--mpol-no-heap".into(),
+                "--mpol-no-stack".into(),
+                "--mpol-no-bss".into(),
+                "--mpol-shm-premap".into(),
+                "--disable-sched-yield".into(),
+                "--extend-heap-by=".into(),
+                "--stack-premap=".into(),
+            ],
+            launcher_args: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MosConfig {
+    pub enabled: bool,
+    /// `tools` = `lwkctl -c/-d`; `external` = partition made by the scheduler or at boot.
+    pub boot_mode: BootMode,
+    pub lwkctl: PathBuf,
+    pub yod: PathBuf,
+    /// Host path of the mOS sysfs directory (bind-mounted read-write at /sys/kernel/mOS).
+    pub sysfs: PathBuf,
+    /// The `lwkctl -c` spec.
+    pub partition: String,
+    /// Extra lwkctl options (e.g. `["-t", "60"]`).
+    pub lwkctl_args: Vec<String>,
+    pub boot_timeout_secs: u64,
+    pub linger_secs: u64,
+    pub allowed_args: Vec<String>,
+    pub launcher_args: Vec<String>,
+}
+
+impl Default for MosConfig {
+    fn default() -> Self {
+        MosConfig {
+            enabled: false,
+            boot_mode: BootMode::Tools,
+            lwkctl: "/usr/sbin/lwkctl".into(),
+            yod: "/usr/bin/yod".into(),
+            sysfs: "/sys/kernel/mOS".into(),
+            partition: "lwkcpus=auto lwkmem=auto".into(),
+            lwkctl_args: Vec::new(),
+            boot_timeout_secs: 30,
+            linger_secs: 0,
+            allowed_args: vec![
+                "-R=".into(),
+                "--resources=".into(),
+                "-C=".into(),
+                "--cores=".into(),
+                "-M=".into(),
+                "--mem=".into(),
+                "-u=".into(),
+                "--util_threads=".into(),
+                "--resource_algorithm=".into(),
+                "-p=".into(),
+                "--memory-preference=".into(),
+                "--mosview=".into(),
+                "--maxpage=".into(),
+                "--pagefault=".into(),
+                "--mempolicy=".into(),
+                "--aligned-mmap=".into(),
+                "--brk-clear-length=".into(),
+                "--lwkmem-disable".into(),
+                "-v=".into(),
+            ],
+            launcher_args: Vec::new(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            default_kernel: KernelChoice::None,
+            lease_dir: "/run/lwk-runc-lwk".into(),
+            patchelf: "/usr/bin/patchelf".into(),
+            pid_base: 1000,
+            pid_stride: 500,
+            mckernel: McKernelConfig::default(),
+            mos: MosConfig::default(),
+            init_binary: None,
+            source: None,
+        }
+    }
+}
+
+impl Config {
+    /// `LWK_RUNC_CONFIG` or `/etc/lwk-runc/config.toml`; a missing file yields the defaults.
+    pub fn load() -> Result<Config, ConfigError> {
+        let path = std::env::var_os(CONFIG_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+        Self::load_from(&path)
+    }
+
+    pub fn load_from(path: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read {
+                file: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key: e
+                .span()
+                .and_then(|s| key_at(text, s.start))
+                .unwrap_or_else(|| "(document)".into()),
+            reason: e.message().trim().to_string(),
+        })?;
+        cfg.source = Some(file.to_path_buf());
+        cfg.validate()
+            .map_err(|(key, reason)| ConfigError::Invalid {
+                file: file.to_path_buf(),
+                key,
+                reason,
+            })?;
+        Ok(cfg)
+    }
+
+    /// Whether a kernel may be used on this node.
+    pub fn enabled(&self, kind: LwkKind) -> bool {
+        match kind {
+            LwkKind::McKernel => self.mckernel.enabled,
+            LwkKind::Mos => self.mos.enabled,
+        }
+    }
+
+    pub fn allowed_args(&self, kind: LwkKind) -> &[String] {
+        match kind {
+            LwkKind::McKernel => &self.mckernel.allowed_args,
+            LwkKind::Mos => &self.mos.allowed_args,
+        }
+    }
+
+    pub fn linger_secs(&self, kind: LwkKind) -> u64 {
+        match kind {
+            LwkKind::McKernel => self.mckernel.linger_secs,
+            LwkKind::Mos => self.mos.linger_secs,
+        }
+    }
+
+    pub fn boot_mode(&self, kind: LwkKind) -> BootMode {
+        match kind {
+            LwkKind::McKernel => self.mckernel.boot_mode,
+            LwkKind::Mos => self.mos.boot_mode,
+        }
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let abs = |key: &str, p: &Path| -> Result<(), (String, String)> {
+            if p.is_absolute() {
+                Ok(())
+            } else {
+                Err((
+                    key.into(),
+                    format!("`{}` must be an absolute path", p.display()),
+                ))
+            }
+        };
+        abs("lease_dir", &self.lease_dir)?;
+        abs("patchelf", &self.patchelf)?;
+        if self.pid_base < 2 {
+            return Err((
+                "pid_base".into(),
+                "must be at least 2 (pid 1 is the container's init)".into(),
+            ));
+        }
+        if self.pid_stride < 2 {
+            return Err(("pid_stride".into(), "must be at least 2".into()));
+        }
+        let m = &self.mckernel;
+        for (k, p) in [
+            ("mckernel.ihkconfig", &m.ihkconfig),
+            ("mckernel.ihkosctl", &m.ihkosctl),
+            ("mckernel.mcexec", &m.mcexec),
+            ("mckernel.mcreboot", &m.mcreboot),
+            ("mckernel.mcstop", &m.mcstop),
+            ("mckernel.dev_dir", &m.dev_dir),
+            ("mckernel.image", &m.image),
+        ] {
+            abs(k, p)?;
+        }
+        if m.enabled && m.boot_mode == BootMode::Tools {
+            if m.cpus.trim().is_empty() {
+                return Err((
+                    "mckernel.cpus".into(),
+                    "must name the CPUs to reserve (e.g. \"2-3\") when boot_mode = \"tools\""
+                        .into(),
+                ));
+            }
+            if m.memory.trim().is_empty() {
+                return Err((
+                    "mckernel.memory".into(),
+                    "must name the memory to reserve (e.g. \"512M@0\") when boot_mode = \"tools\""
+                        .into(),
+                ));
+            }
+            // ihk_os_kargs rejects kargs without `hidos` (lwk-tools.md §1.4); fail here, not at boot.
+            if !m.kargs.split_whitespace().any(|w| w == "hidos") {
+                return Err((
+                    "mckernel.kargs".into(),
+                    "must contain `hidos` (IHK refuses kargs without it)".into(),
+                ));
+            }
+        }
+        if m.boot_timeout_secs == 0 {
+            return Err(("mckernel.boot_timeout_secs".into(), "must be > 0".into()));
+        }
+        check_allow_list("mckernel.allowed_args", &m.allowed_args)?;
+        check_static_args("mckernel.launcher_args", &m.launcher_args)?;
+        let o = &self.mos;
+        for (k, p) in [
+            ("mos.lwkctl", &o.lwkctl),
+            ("mos.yod", &o.yod),
+            ("mos.sysfs", &o.sysfs),
+        ] {
+            abs(k, p)?;
+        }
+        if o.boot_mode == BootMode::Script {
+            return Err((
+                "mos.boot_mode".into(),
+                "mOS supports \"tools\" (lwkctl) or \"external\" only".into(),
+            ));
+        }
+        if o.boot_timeout_secs == 0 {
+            return Err(("mos.boot_timeout_secs".into(), "must be > 0".into()));
+        }
+        check_allow_list("mos.allowed_args", &o.allowed_args)?;
+        check_static_args("mos.launcher_args", &o.launcher_args)?;
+        if let Some(k) = self.default_kernel.kind() {
+            if !self.enabled(k) {
+                return Err((
+                    "default_kernel".into(),
+                    format!(
+                        "names {k}, which is not enabled ([{}] enabled = false)",
+                        k.config_section()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_allow_list(key: &str, list: &[String]) -> Result<(), (String, String)> {
+    for entry in list {
+        let name = entry.strip_suffix('=').unwrap_or(entry);
+        let ok = name.starts_with('-')
+            && name.len() > 1
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            return Err((
+                key.into(),
+                format!("entry `{entry}` is not an option name like \"-t=\" or \"--flag\""),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_static_args(key: &str, args: &[String]) -> Result<(), (String, String)> {
+    if let Some(a) = args.iter().find(|a| a.is_empty() || a.contains('\0')) {
+        return Err((
+            key.into(),
+            format!("argument {a:?} is empty or contains NUL"),
+        ));
+    }
+    Ok(())
+}
+
+/// Best effort: the dotted key whose line contains byte offset `at`, for error messages.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let line = text[line_start..line_end].trim();
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    if line.starts_with('[') {
+        return Some(
+            line.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string(),
+        );
+    }
+    let key = line.split('=').next()?.trim().trim_matches('"');
+    if key.is_empty() {
+        return table;
+    }
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("/etc/lwk-runc/config.toml"))
+    }
+
+    #[test]
+    fn missing_file_is_defaults_with_nothing_enabled() {
+        let c = Config::load_from(Path::new("/nonexistent/lwk.toml")).expect("defaults");
+        assert!(!c.mckernel.enabled && !c.mos.enabled);
+        assert_eq!(c.default_kernel, KernelChoice::None);
+        assert_eq!(c.lease_dir, PathBuf::from("/run/lwk-runc-lwk"));
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        for f in ["config/config.toml", "config/sim.toml"] {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+            let text = std::fs::read_to_string(&p).expect("shipped config exists");
+            parse(&text).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let e = parse("[mckernel]\nenabled = true\ncpus = \"1\"\nbogus = 3\n").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("/etc/lwk-runc/config.toml"), "{s}");
+        assert!(s.contains("mckernel.bogus"), "{s}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let s = parse("[mos]\nenabled = \"yes\"\n").unwrap_err().to_string();
+        assert!(s.contains("mos.enabled"), "{s}");
+    }
+
+    #[test]
+    fn semantic_errors_name_key() {
+        let s = parse("lease_dir = \"rel\"\n").unwrap_err().to_string();
+        assert!(s.contains("`lease_dir`") && s.contains("absolute"), "{s}");
+        let s = parse("[mckernel]\nenabled = true\ncpus = \"1\"\nkargs = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("mckernel.kargs") && s.contains("hidos"), "{s}");
+        let s = parse("default_kernel = \"mos\"\n").unwrap_err().to_string();
+        assert!(s.contains("default_kernel"), "{s}");
+        let s = parse("[mckernel]\nallowed_args = [\"/bin/sh\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("mckernel.allowed_args"), "{s}");
+    }
+}

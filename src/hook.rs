@@ -1,0 +1,103 @@
+//! `lwk-runc hook prestart|createRuntime|poststop`: the LWK lease lifecycle as an OCI hook,
+//! so runc, crun and podman users get boot-on-first / teardown-on-last too.
+//!
+//! The hook reads the OCI state on stdin, the bundle's config.json for the container's
+//! annotations and env, and runs the same policy and lease code lwk-runc runs in-process.
+//! It does not rewrite the process (another runtime owns the spec); the container names
+//! the launcher itself. Leases taken by hooks live under a fixed pseudo-root so they never
+//! collide with lwk-runc's own.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::Config;
+use crate::lwk::{self, driver, lease, policy, LwkError};
+
+/// Lease root recorded for containers managed through hooks.
+pub const HOOK_ROOT: &str = "oci-hook";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("lwk-runc hook: reading the OCI state from stdin: {0}")]
+    State(String),
+    #[error("lwk-runc hook: reading {path}: {reason}")]
+    Spec { path: PathBuf, reason: String },
+    #[error("lwk-runc hook: unknown stage {0:?}; use prestart, createRuntime or poststop")]
+    Stage(String),
+    #[error("lwk-runc hook: {0}")]
+    Lwk(#[from] LwkError),
+}
+
+#[derive(Debug, Deserialize)]
+struct State {
+    id: String,
+    #[serde(default)]
+    pid: Option<i32>,
+    bundle: PathBuf,
+    #[serde(default)]
+    annotations: Option<HashMap<String, String>>,
+}
+
+/// Entry point: `stage` from argv, state JSON from stdin.
+pub fn main(cfg: &Config, stage: &str) -> Result<(), HookError> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .map_err(|e| HookError::State(e.to_string()))?;
+    run(cfg, stage, &buf)
+}
+
+pub fn run(cfg: &Config, stage: &str, state: &[u8]) -> Result<(), HookError> {
+    let st: State = serde_json::from_slice(state).map_err(|e| HookError::State(e.to_string()))?;
+    let root = Path::new(HOOK_ROOT);
+    match stage {
+        "prestart" | "createRuntime" => {
+            let path = st.bundle.join("config.json");
+            let spec = oci_spec::runtime::Spec::load(&path).map_err(|e| HookError::Spec {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let mut ann = spec.annotations().clone().unwrap_or_default();
+            ann.extend(st.annotations.clone().unwrap_or_default());
+            let env = spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.env().clone())
+                .unwrap_or_default();
+            let req = policy::decide(cfg, Some(&ann), &env).map_err(|source| LwkError::Policy {
+                id: st.id.clone(),
+                source,
+            })?;
+            let Some(req) = req else { return Ok(()) };
+            let pid = st.pid.unwrap_or(0);
+            let l = lease::acquire(
+                cfg,
+                req.kind,
+                &lease::NewLease {
+                    id: &st.id,
+                    root,
+                    bundle: &st.bundle,
+                    owner_pid: pid,
+                    init_pid: Some(pid),
+                },
+            )
+            .map_err(|source| LwkError::Lease {
+                id: st.id.clone(),
+                source,
+            })?;
+            if driver::for_kind(cfg, req.kind).needs_pid_slot() && pid > 0 {
+                // Best effort: a launcher the container starts itself (not as PID 1) then
+                // gets a node-unique pid too.
+                if let Err(e) = lwk::pidns::set_ns_last_pid(pid, lease::slot_pid(cfg, l.slot) - 1) {
+                    tracing::warn!(id = %st.id, error = %e, "could not arrange the launcher pid");
+                }
+            }
+            Ok(())
+        }
+        "poststop" => Ok(lwk::release(cfg, root, &st.id)?),
+        other => Err(HookError::Stage(other.into())),
+    }
+}

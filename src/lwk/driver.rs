@@ -1,0 +1,214 @@
+//! The driver interface: one implementation per kernel (mckernel.rs, mos.rs).
+//! Drivers run the site's tools by absolute path from the config and know nothing of
+//! leases or containers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::lwk::rewrite::{DeviceFact, DeviceKind};
+use crate::lwk::{mckernel, mos, LwkKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("LWK tool {path} (config key `{key}`) cannot be run: {source}; install it or fix `{key}` in the lwk-runc config")]
+    MissingTool {
+        path: PathBuf,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{kind}: `{cmd}` failed ({status}): {output}")]
+    ToolFailed {
+        kind: LwkKind,
+        cmd: String,
+        status: String,
+        output: String,
+    },
+    #[error("{kind} failed to boot: instance status {status}. Last kernel messages (ihkosctl kmsg):\n{kmsg}\nNothing is left reserved; check the boot profile in the lwk-runc config and the node's LWK health")]
+    BootFailed {
+        kind: LwkKind,
+        status: String,
+        kmsg: String,
+    },
+    #[error("{kind} did not reach RUNNING within {secs} s (last status {status}). Last kernel messages:\n{kmsg}\nNothing is left reserved; raise boot_timeout_secs or check the node")]
+    BootTimeout {
+        kind: LwkKind,
+        secs: u64,
+        status: String,
+        kmsg: String,
+    },
+    #[error("{kind}: {path} does not exist, so the kernel modules are not loaded; load them (ihk.ko, ihk-smp, mcctrl.ko) or use boot_mode = \"script\"")]
+    NoModules { kind: LwkKind, path: PathBuf },
+    #[error("{kind} is configured with boot_mode = \"external\" but is not running (status: {status}); the scheduler must boot it before containers ask for it")]
+    ExternalNotRunning { kind: LwkKind, status: String },
+    #[error("{kind} is in use by other containers but not RUNNING (status: {status}); `lwk-runc lwk status` shows them, `lwk-runc lwk gc` clears dead ones")]
+    NotRunning { kind: LwkKind, status: String },
+    #[error("{kind}: inspecting {path}: {source}")]
+    Inspect {
+        kind: LwkKind,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Device, mount and visibility facts a container of this LWK needs.
+#[derive(Debug, Default, Clone)]
+pub struct ContainerFacts {
+    pub devices: Vec<DeviceFact>,
+    pub rw_binds: Vec<(PathBuf, PathBuf)>,
+    pub tmpfs: Vec<PathBuf>,
+    pub unmask: Vec<String>,
+}
+
+pub trait Driver {
+    fn kind(&self) -> LwkKind;
+    /// Boot (never called for boot_mode external) and wait until RUNNING.
+    fn bring_up(&self) -> Result<(), DriverError>;
+    /// The instance's status word, None if there is no instance.
+    fn status(&self) -> Result<Option<String>, DriverError>;
+    fn is_running(&self) -> Result<bool, DriverError> {
+        Ok(self.status()?.as_deref() == Some("RUNNING"))
+    }
+    /// Shut down, destroy, release CPUs and memory; tolerates any partial state.
+    fn tear_down(&self) -> Result<(), DriverError>;
+    /// The host launcher and the config key naming it.
+    fn launcher(&self) -> (&Path, &'static str);
+    /// Launcher arguments before the container's options, and after them.
+    fn launcher_args(&self) -> (Vec<String>, Vec<String>);
+    fn container_facts(&self) -> Result<ContainerFacts, DriverError>;
+    /// Whether launchers are keyed by namespace-local pid (needs a node-unique pid).
+    fn needs_pid_slot(&self) -> bool;
+    /// (CPUs, memory) as configured or reported, for `lwk status`.
+    fn resources(&self) -> (String, String);
+}
+
+pub fn for_kind(cfg: &Config, kind: LwkKind) -> Box<dyn Driver + '_> {
+    match kind {
+        LwkKind::McKernel => Box::new(mckernel::McKernel::new(&cfg.mckernel)),
+        LwkKind::Mos => Box::new(mos::Mos::new(&cfg.mos)),
+    }
+}
+
+pub struct ToolOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ToolOutput {
+    pub fn text(&self) -> String {
+        let s = format!("{} {}", self.stdout.trim(), self.stderr.trim());
+        s.trim().to_string()
+    }
+}
+
+/// Run a tool. Spawn failure (missing, not executable) names the config key.
+pub fn run(tool: &Path, key: &str, args: &[String]) -> Result<ToolOutput, DriverError> {
+    tracing::debug!(tool = %tool.display(), ?args, "running LWK tool");
+    let out =
+        Command::new(tool)
+            .args(args)
+            .output()
+            .map_err(|source| DriverError::MissingTool {
+                path: tool.to_path_buf(),
+                key: key.into(),
+                source,
+            })?;
+    Ok(ToolOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Run a tool that must exit 0.
+pub fn run_ok(
+    kind: LwkKind,
+    tool: &Path,
+    key: &str,
+    args: &[String],
+) -> Result<ToolOutput, DriverError> {
+    let o = run(tool, key, args)?;
+    if o.code == Some(0) {
+        Ok(o)
+    } else {
+        Err(DriverError::ToolFailed {
+            kind,
+            cmd: format!("{} {}", tool.display(), args.join(" ")),
+            status: o
+                .code
+                .map_or("killed by a signal".into(), |c| format!("exit {c}")),
+            output: o.text(),
+        })
+    }
+}
+
+pub fn strs(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// Poll `status` until RUNNING; PANIC/HUNGUP are fatal at once.
+pub fn wait_running(
+    d: &dyn Driver,
+    timeout_secs: u64,
+    kmsg: &dyn Fn() -> String,
+) -> Result<(), DriverError> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let mut delay = Duration::from_millis(5);
+    loop {
+        let st = d.status()?.unwrap_or_else(|| "no instance".into());
+        match st.as_str() {
+            "RUNNING" => return Ok(()),
+            "PANIC" | "HUNGUP" => {
+                return Err(DriverError::BootFailed {
+                    kind: d.kind(),
+                    status: st,
+                    kmsg: kmsg(),
+                })
+            }
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(DriverError::BootTimeout {
+                kind: d.kind(),
+                secs: timeout_secs,
+                status: st,
+                kmsg: kmsg(),
+            });
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A char device gets its own node in the container; anything else (the simulator's
+/// regular files) is bind-mounted.
+pub fn device_fact(
+    kind: LwkKind,
+    host: &Path,
+    container: &Path,
+) -> Result<DeviceFact, DriverError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let md = std::fs::metadata(host).map_err(|source| DriverError::Inspect {
+        kind,
+        path: host.to_path_buf(),
+        source,
+    })?;
+    let dk = if md.file_type().is_char_device() {
+        let rdev = md.rdev();
+        DeviceKind::Char {
+            major: i64::from(libc::major(rdev)),
+            minor: i64::from(libc::minor(rdev)),
+        }
+    } else {
+        DeviceKind::File
+    };
+    Ok(DeviceFact {
+        host: host.to_path_buf(),
+        container: container.to_path_buf(),
+        kind: dk,
+    })
+}

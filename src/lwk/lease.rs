@@ -1,0 +1,777 @@
+//! The node-wide lease table: who uses which LWK, and when it must come up or go down.
+//!
+//! Layout under `lease_dir` (node-wide, never under a runtime's `--root`):
+//! `lock` (flock'd around every change), `leases/<key>.json` (one per LWK container),
+//! `node-<kernel>.json` (the instance we brought up, written *before* booting so that a
+//! crash mid-boot is still torn down), `failed-<kernel>.json` (the last boot failure).
+//!
+//! Every file is written atomically (write, fsync, rename). Records of dead processes are
+//! reconciled on every acquire/release and by `lwk-runc lwk gc`; liveness is pid + start
+//! time from /proc/<pid>/stat so a recycled pid does not keep a lease alive.
+//!
+//! Boot failure: the booter tears down what it took and writes the failure marker with
+//! its error; every acquirer that was already queued on the lock when the marker was
+//! written reports that error instead of booting again (32 containers, one PANIC, one
+//! boot attempt). An acquirer that arrives later tries a fresh boot.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BootMode, Config};
+use crate::lwk::driver::{self, DriverError};
+use crate::lwk::launcher::flock_exclusive;
+use crate::lwk::LwkKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("LWK lease table {path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container {id} already holds an LWK lease (owner pid {pid} is alive); pick another id or delete it first")]
+    Duplicate { id: String, pid: i32 },
+    #[error("container id {0:?} cannot name a lease file")]
+    BadId(String),
+    #[error("all {0} LWK pid slots on this node are in use; raise kernel.pid_max or lower pid_stride in the lwk-runc config")]
+    NoSlot(u32),
+    #[error("{0}")]
+    Driver(#[from] DriverError),
+    #[error("{kind} failed to come up for a container queued behind the boot attempt: {error}")]
+    EarlierBootFailed { kind: LwkKind, error: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lease {
+    pub id: String,
+    pub root: PathBuf,
+    pub kernel: LwkKind,
+    pub owner_pid: i32,
+    pub owner_start: u64,
+    pub init_pid: Option<i32>,
+    pub init_start: Option<u64>,
+    /// Unix seconds.
+    pub since: u64,
+    pub slot: u32,
+    /// The caller's bundle (reported by `state`), and the private one given to libcontainer.
+    pub bundle: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeState {
+    pub kernel: LwkKind,
+    pub boot_mode: String,
+    /// "booting" until the instance reported RUNNING, then "up".
+    pub phase: String,
+    pub since: u64,
+    /// Set when the last lease went away and teardown waits for the linger to pass.
+    pub idle_since: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FailureMarker {
+    at_ns: u128,
+    error: String,
+}
+
+pub struct Table {
+    dir: PathBuf,
+    _lock: File,
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The lease file name: the id plus a hash of the runtime root, so the same id under two
+/// roots (two engines) cannot collide.
+pub fn lease_key(root: &Path, id: &str) -> Result<String, LeaseError> {
+    if id.is_empty()
+        || id.len() > 1024
+        || id.contains('/')
+        || id.starts_with('.')
+        || id.contains('\0')
+    {
+        return Err(LeaseError::BadId(id.into()));
+    }
+    let mut h: u32 = 0x811c9dc5;
+    for b in root.as_os_str().as_encoded_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x01000193);
+    }
+    Ok(format!("{id}.{h:08x}"))
+}
+
+/// Start time (clock ticks since boot, field 22 of /proc/<pid>/stat), None if gone.
+pub fn proc_start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm may contain spaces and parens; fields resume after the last ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+pub fn alive(pid: i32, start: u64) -> bool {
+    proc_start_time(pid) == Some(start)
+}
+
+impl Lease {
+    pub fn is_alive(&self) -> bool {
+        match (self.init_pid, self.init_start) {
+            (Some(p), Some(s)) => alive(p, s),
+            _ => alive(self.owner_pid, self.owner_start),
+        }
+    }
+}
+
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let res = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Some(d) = path.parent() {
+            File::open(d)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+impl Table {
+    /// Take the node lock (blocking), creating the directory on first use.
+    pub fn lock(dir: &Path) -> Result<Table, LeaseError> {
+        let io = |what, source| LeaseError::Io {
+            path: dir.to_path_buf(),
+            what,
+            source,
+        };
+        fs::create_dir_all(dir.join("leases"))
+            .map_err(|e| io("creating the lease directory", e))?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))
+            .map_err(|e| io("opening the node lock", e))?;
+        flock_exclusive(&f).map_err(|e| io("taking the node lock", e))?;
+        Ok(Table {
+            dir: dir.to_path_buf(),
+            _lock: f,
+        })
+    }
+
+    fn io(&self, what: &'static str, source: std::io::Error) -> LeaseError {
+        LeaseError::Io {
+            path: self.dir.clone(),
+            what,
+            source,
+        }
+    }
+
+    fn lease_path(&self, key: &str) -> PathBuf {
+        self.dir.join("leases").join(format!("{key}.json"))
+    }
+
+    pub fn leases(&self) -> Vec<(String, Lease)> {
+        read_leases(&self.dir)
+    }
+
+    pub fn get(&self, key: &str) -> Option<Lease> {
+        let t = fs::read(self.lease_path(key)).ok()?;
+        serde_json::from_slice(&t).ok()
+    }
+
+    pub fn put(&self, key: &str, l: &Lease) -> Result<(), LeaseError> {
+        let data =
+            serde_json::to_vec_pretty(l).map_err(|e| self.io("encoding a lease", e.into()))?;
+        write_atomic(&self.lease_path(key), &data).map_err(|e| self.io("writing a lease", e))
+    }
+
+    pub fn remove(&self, key: &str) -> Result<bool, LeaseError> {
+        match fs::remove_file(self.lease_path(key)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.io("removing a lease", e)),
+        }
+    }
+
+    /// Drop leases whose process is gone. Returns the ids dropped.
+    pub fn reconcile(&self) -> Result<Vec<String>, LeaseError> {
+        let mut dropped = Vec::new();
+        for (key, l) in self.leases() {
+            if !l.is_alive() {
+                tracing::info!(id = %l.id, kernel = %l.kernel, "dropping stale LWK lease (its process is gone)");
+                self.remove(&key)?;
+                dropped.push(l.id);
+            }
+        }
+        // Unparseable lease files (torn by hand) would block teardown forever; drop them.
+        if let Ok(rd) = fs::read_dir(self.dir.join("leases")) {
+            for e in rd.flatten() {
+                let p = e.path();
+                let ok = fs::read(&p)
+                    .ok()
+                    .and_then(|t| serde_json::from_slice::<Lease>(&t).ok())
+                    .is_some();
+                let name = e.file_name();
+                let is_tmp = name.to_string_lossy().contains(".tmp");
+                if !ok && (!is_tmp || !tmp_owner_alive(&name.to_string_lossy())) {
+                    let _ = fs::remove_file(&p);
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
+    pub fn node(&self, kind: LwkKind) -> Option<NodeState> {
+        let t = fs::read(self.dir.join(format!("node-{}.json", kind.as_str()))).ok()?;
+        serde_json::from_slice(&t).ok()
+    }
+
+    pub fn set_node(&self, n: Option<&NodeState>, kind: LwkKind) -> Result<(), LeaseError> {
+        let p = self.dir.join(format!("node-{}.json", kind.as_str()));
+        match n {
+            Some(n) => {
+                let data = serde_json::to_vec_pretty(n)
+                    .map_err(|e| self.io("encoding node state", e.into()))?;
+                write_atomic(&p, &data).map_err(|e| self.io("writing node state", e))
+            }
+            None => match fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(self.io("removing node state", e))
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    fn failure(&self, kind: LwkKind) -> Option<FailureMarker> {
+        let t = fs::read(self.dir.join(format!("failed-{}.json", kind.as_str()))).ok()?;
+        serde_json::from_slice(&t).ok()
+    }
+
+    fn set_failure(&self, kind: LwkKind, error: &str) -> Result<(), LeaseError> {
+        let m = FailureMarker {
+            at_ns: now_ns(),
+            error: error.into(),
+        };
+        let data =
+            serde_json::to_vec(&m).map_err(|e| self.io("encoding failure marker", e.into()))?;
+        write_atomic(
+            &self.dir.join(format!("failed-{}.json", kind.as_str())),
+            &data,
+        )
+        .map_err(|e| self.io("writing failure marker", e))
+    }
+
+    fn used_slots(&self) -> BTreeSet<u32> {
+        self.leases().into_iter().map(|(_, l)| l.slot).collect()
+    }
+}
+
+fn tmp_owner_alive(name: &str) -> bool {
+    name.rsplit(".tmp")
+        .next()
+        .and_then(|p| p.parse::<i32>().ok())
+        .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+}
+
+pub fn read_leases(dir: &Path) -> Vec<(String, Lease)> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir.join("leases")) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(key) = name.strip_suffix(".json") else {
+            continue;
+        };
+        if let Some(l) = fs::read(e.path())
+            .ok()
+            .and_then(|t| serde_json::from_slice::<Lease>(&t).ok())
+        {
+            out.push((key.to_string(), l));
+        }
+    }
+    out.sort_by(|a, b| a.1.since.cmp(&b.1.since).then(a.0.cmp(&b.0)));
+    out
+}
+
+fn pid_slots(cfg: &Config) -> u32 {
+    let pid_max: u32 = fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(32768);
+    pid_max.saturating_sub(cfg.pid_base) / cfg.pid_stride
+}
+
+/// What a new lease records besides the decisions made here.
+pub struct NewLease<'a> {
+    pub id: &'a str,
+    pub root: &'a Path,
+    pub bundle: &'a Path,
+    pub owner_pid: i32,
+    /// Known at once for hooks (the container exists already).
+    pub init_pid: Option<i32>,
+}
+
+/// Record a lease for `n` on `kind`, bringing the LWK up first if nobody uses it.
+/// On error nothing of ours is left: no lease, and no reservation if we were the booter.
+pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Lease, LeaseError> {
+    let key = lease_key(n.root, n.id)?;
+    let queued_at = now_ns();
+    let t = Table::lock(&cfg.lease_dir)?;
+    t.reconcile()?;
+    if let Some(old) = t.get(&key) {
+        // reconcile() kept it, so its process lives.
+        return Err(LeaseError::Duplicate {
+            id: n.id.into(),
+            pid: old.init_pid.unwrap_or(old.owner_pid),
+        });
+    }
+    let used = t.used_slots();
+    let slots = pid_slots(cfg);
+    let slot = (0..slots)
+        .find(|s| !used.contains(s))
+        .ok_or(LeaseError::NoSlot(slots))?;
+    let owner_start = proc_start_time(n.owner_pid).unwrap_or(0);
+    let init_start = n.init_pid.and_then(proc_start_time);
+    let lease = Lease {
+        id: n.id.into(),
+        root: n.root.into(),
+        kernel: kind,
+        owner_pid: n.owner_pid,
+        owner_start,
+        init_pid: init_start.and(n.init_pid),
+        init_start,
+        since: now_secs(),
+        slot,
+        bundle: n.bundle.into(),
+    };
+    let drv = driver::for_kind(cfg, kind);
+    let mode = cfg.boot_mode(kind);
+    let node = t.node(kind);
+    let others = t.leases().iter().any(|(_, l)| l.kernel == kind);
+    let up = match &node {
+        Some(s) if s.phase == "up" => drv.is_running().unwrap_or(false),
+        _ => false,
+    };
+    if mode == BootMode::External {
+        // Never boot: only check that the scheduler did.
+        let status = drv.status()?;
+        if status.as_deref() != Some("RUNNING") {
+            return Err(DriverError::ExternalNotRunning {
+                kind,
+                status: status.unwrap_or_else(|| "no instance".into()),
+            }
+            .into());
+        }
+    } else if !up {
+        if let Some(f) = t.failure(kind) {
+            if f.at_ns >= queued_at {
+                return Err(LeaseError::EarlierBootFailed {
+                    kind,
+                    error: f.error,
+                });
+            }
+        }
+        if others {
+            // Leases exist but the instance is not RUNNING (it died under them). Booting
+            // over running launchers would not help them; report it.
+            let status = drv
+                .status()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "no instance".into());
+            return Err(DriverError::NotRunning { kind, status }.into());
+        }
+        if node.is_some() {
+            // A previous booter died mid-boot, or the instance died while idle: clear
+            // what is left before booting afresh.
+            drv.tear_down()?;
+            t.set_node(None, kind)?;
+        }
+        // Write the lease and "booting" first: a crash during boot is then reconciled
+        // (owner dead) and gc tears down whatever the boot had taken.
+        t.put(&key, &lease)?;
+        t.set_node(
+            Some(&NodeState {
+                kernel: kind,
+                boot_mode: mode.as_str().into(),
+                phase: "booting".into(),
+                since: now_secs(),
+                idle_since: None,
+            }),
+            kind,
+        )?;
+        if let Err(e) = drv.bring_up() {
+            tracing::error!(kernel = %kind, error = %e, "LWK boot failed; tearing down");
+            if let Err(td) = drv.tear_down() {
+                tracing::error!(kernel = %kind, error = %td, "teardown after failed boot also failed");
+            }
+            let _ = t.remove(&key);
+            let _ = t.set_node(None, kind);
+            let _ = t.set_failure(kind, &e.to_string());
+            return Err(e.into());
+        }
+        t.set_node(
+            Some(&NodeState {
+                kernel: kind,
+                boot_mode: mode.as_str().into(),
+                phase: "up".into(),
+                since: now_secs(),
+                idle_since: None,
+            }),
+            kind,
+        )?;
+        return Ok(lease);
+    }
+    if let Some(mut s) = node {
+        if s.idle_since.take().is_some() {
+            t.set_node(Some(&s), kind)?;
+        }
+    }
+    t.put(&key, &lease)?;
+    Ok(lease)
+}
+
+/// Record the container's init once it exists, so the lease outlives the `create` process.
+pub fn set_init(
+    cfg: &Config,
+    root: &Path,
+    id: &str,
+    pid: i32,
+) -> Result<Option<Lease>, LeaseError> {
+    let key = lease_key(root, id)?;
+    if !cfg
+        .lease_dir
+        .join("leases")
+        .join(format!("{key}.json"))
+        .exists()
+    {
+        return Ok(None);
+    }
+    let t = Table::lock(&cfg.lease_dir)?;
+    let Some(mut l) = t.get(&key) else {
+        return Ok(None);
+    };
+    l.init_pid = Some(pid);
+    l.init_start = proc_start_time(pid);
+    t.put(&key, &l)?;
+    Ok(Some(l))
+}
+
+pub fn get(cfg: &Config, root: &Path, id: &str) -> Option<Lease> {
+    let key = lease_key(root, id).ok()?;
+    let t = fs::read(cfg.lease_dir.join("leases").join(format!("{key}.json"))).ok()?;
+    serde_json::from_slice(&t).ok()
+}
+
+/// Drop the lease of (root, id) if any, reconcile, and tear down idle LWKs.
+/// Cheap (no lock) when this container holds no lease.
+pub fn release(cfg: &Config, root: &Path, id: &str) -> Result<(), LeaseError> {
+    let key = lease_key(root, id)?;
+    if !cfg
+        .lease_dir
+        .join("leases")
+        .join(format!("{key}.json"))
+        .exists()
+    {
+        return Ok(());
+    }
+    let t = Table::lock(&cfg.lease_dir)?;
+    t.remove(&key)?;
+    settle(cfg, &t, false)
+}
+
+/// `lwk-runc lwk gc`: reconcile and tear down whatever no live container uses.
+pub fn gc(cfg: &Config) -> Result<Vec<String>, LeaseError> {
+    if !cfg.lease_dir.exists() {
+        return Ok(Vec::new());
+    }
+    let t = Table::lock(&cfg.lease_dir)?;
+    let dropped = t.reconcile()?;
+    settle(cfg, &t, true)?;
+    Ok(dropped)
+}
+
+/// Under the lock: reconcile, then for each kernel with no lease left either tear down
+/// now (linger 0, or linger passed) or mark it idle and leave a reaper behind.
+fn settle(cfg: &Config, t: &Table, from_gc: bool) -> Result<(), LeaseError> {
+    if !from_gc {
+        t.reconcile()?;
+    }
+    let leases = t.leases();
+    let mut first_err = None;
+    for kind in [LwkKind::McKernel, LwkKind::Mos] {
+        let Some(mut node) = t.node(kind) else {
+            continue;
+        };
+        if leases.iter().any(|(_, l)| l.kernel == kind) {
+            continue;
+        }
+        let linger = cfg.linger_secs(kind);
+        let now = now_secs();
+        let idle_since = *node.idle_since.get_or_insert(now);
+        let due = node.phase != "up" || linger == 0 || now.saturating_sub(idle_since) >= linger;
+        if !due {
+            t.set_node(Some(&node), kind)?;
+            if !from_gc {
+                spawn_reaper(linger);
+            }
+            continue;
+        }
+        if node.boot_mode == BootMode::External.as_str() {
+            t.set_node(None, kind)?;
+            continue;
+        }
+        match driver::for_kind(cfg, kind).tear_down() {
+            Ok(()) => t.set_node(None, kind)?,
+            Err(e) => {
+                tracing::error!(kernel = %kind, error = %e, "LWK teardown failed; `lwk-runc lwk gc` retries");
+                first_err.get_or_insert(LeaseError::Driver(e));
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Linger > 0: a detached `lwk-runc lwk-reap <secs>` sleeps, then runs gc, which tears
+/// down only if the LWK is still idle. Best effort: the next acquire/release/gc also does it.
+fn spawn_reaper(linger: u64) {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let mut c = Command::new("/proc/self/exe");
+    c.arg("lwk-reap")
+        .arg(linger.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe; detaches the reaper from the caller's session.
+    unsafe {
+        c.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    if let Err(e) = c.spawn() {
+        tracing::warn!(error = %e, "could not start the linger reaper; `lwk-runc lwk gc` will tear down");
+    }
+}
+
+/// Pid slot -> first pid of the container's LWK launcher.
+pub fn slot_pid(cfg: &Config, slot: u32) -> u32 {
+    cfg.pid_base + slot * cfg.pid_stride
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_of_self_and_dead() {
+        let me = std::process::id() as i32;
+        let s = proc_start_time(me).unwrap();
+        assert!(alive(me, s));
+        assert!(!alive(me, s + 1));
+        assert_eq!(proc_start_time(0), None);
+    }
+
+    #[test]
+    fn keys_reject_path_ids_and_separate_roots() {
+        assert!(lease_key(Path::new("/r"), "../x").is_err());
+        assert!(lease_key(Path::new("/r"), ".x").is_err());
+        assert_ne!(
+            lease_key(Path::new("/a"), "c").unwrap(),
+            lease_key(Path::new("/b"), "c").unwrap()
+        );
+    }
+
+    #[test]
+    fn reconcile_drops_dead_and_keeps_live() {
+        let dir = std::env::temp_dir().join(format!("lwk-lease-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let t = Table::lock(&dir).unwrap();
+        let me = std::process::id() as i32;
+        let mut l = Lease {
+            id: "live".into(),
+            root: "/r".into(),
+            kernel: LwkKind::McKernel,
+            owner_pid: me,
+            owner_start: proc_start_time(me).unwrap(),
+            init_pid: None,
+            init_start: None,
+            since: 1,
+            slot: 0,
+            bundle: "/b".into(),
+        };
+        t.put("live.1", &l).unwrap();
+        l.id = "dead".into();
+        l.owner_start += 1; // same pid, other start time: a recycled pid
+        t.put("dead.1", &l).unwrap();
+        fs::write(dir.join("leases/torn.json"), b"{").unwrap();
+        assert_eq!(t.reconcile().unwrap(), vec!["dead".to_string()]);
+        let left: Vec<String> = t.leases().into_iter().map(|(_, l)| l.id).collect();
+        assert_eq!(left, vec!["live".to_string()]);
+        assert!(!dir.join("leases/torn.json").exists());
+        drop(t);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
+
+/// Lease + driver lifecycle against the simulator (skipped where it is not installed).
+/// One test function: it sets LWK_SIM_ROOT for the whole process.
+#[cfg(test)]
+mod sim_tests {
+    use super::*;
+    use std::process::Command;
+
+    const BIN: &str = "/opt/lwk-sim/bin";
+
+    fn sim_cfg(root: &Path, lease_dir: &Path) -> Config {
+        let mut c = Config {
+            lease_dir: lease_dir.into(),
+            ..Default::default()
+        };
+        let m = &mut c.mckernel;
+        m.enabled = true;
+        m.ihkconfig = format!("{BIN}/ihkconfig").into();
+        m.ihkosctl = format!("{BIN}/ihkosctl").into();
+        m.mcexec = format!("{BIN}/mcexec").into();
+        m.dev_dir = root.join("dev");
+        m.cpus = "1".into();
+        m.memory = "64M@0".into();
+        m.image = "/opt/lwk-sim/smp-x86/kernel/mckernel.img".into();
+        m.boot_timeout_secs = 10;
+        c
+    }
+
+    fn calls(root: &Path, what: &str) -> usize {
+        fs::read_to_string(root.join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(what))
+            .count()
+    }
+
+    fn reserved(root: &Path) -> String {
+        let q = |w: &str| {
+            let o = Command::new(format!("{BIN}/ihkconfig"))
+                .args(["0", "query", w])
+                .env("LWK_SIM_ROOT", root)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        format!("{}{}", q("cpu"), q("mem"))
+    }
+
+    #[test]
+    fn boot_once_teardown_last_and_panic_leaves_nothing() {
+        if !Path::new(BIN).join("lwk-sim").exists() {
+            eprintln!("lwk-sim not installed; skipping");
+            return;
+        }
+        let _g = crate::lwk::SIM_TEST_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let base = std::env::temp_dir().join(format!("lwk-simtest-{}", std::process::id()));
+        let root = base.join("sim");
+        let _ = fs::remove_dir_all(&base);
+        fs::create_dir_all(&root).unwrap();
+        std::env::set_var("LWK_SIM_ROOT", &root);
+        assert!(Command::new(format!("{BIN}/lwk-sim"))
+            .arg("modprobe")
+            .status()
+            .unwrap()
+            .success());
+        let cfg = sim_cfg(&root, &base.join("leases"));
+        let me = std::process::id() as i32;
+        let nl = |id: &'static str| NewLease {
+            id,
+            root: Path::new("/r"),
+            bundle: Path::new("/b"),
+            owner_pid: me,
+            init_pid: None,
+        };
+
+        let a = acquire(&cfg, LwkKind::McKernel, &nl("a")).unwrap();
+        let b = acquire(&cfg, LwkKind::McKernel, &nl("b")).unwrap();
+        assert_ne!(a.slot, b.slot);
+        assert!(matches!(
+            acquire(&cfg, LwkKind::McKernel, &nl("a")),
+            Err(LeaseError::Duplicate { .. })
+        ));
+        assert_eq!(calls(&root, "\t0 boot\t"), 1);
+        release(&cfg, Path::new("/r"), "a").unwrap();
+        assert_eq!(calls(&root, "destroy"), 0);
+        release(&cfg, Path::new("/r"), "b").unwrap();
+        assert_eq!(calls(&root, "destroy"), 1);
+        assert_eq!(reserved(&root), "");
+
+        // A lease whose owner died (kill -9 mid-create): gc tears the LWK down.
+        let mut dead = nl("dead");
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.wait().unwrap();
+        acquire(&cfg, LwkKind::McKernel, &nl("live")).unwrap();
+        dead.owner_pid = me;
+        let l = acquire(&cfg, LwkKind::McKernel, &dead).unwrap();
+        let t = Table::lock(&cfg.lease_dir).unwrap();
+        let mut l2 = l.clone();
+        l2.owner_pid = pid;
+        t.put(&lease_key(Path::new("/r"), "dead").unwrap(), &l2)
+            .unwrap();
+        drop(t);
+        release(&cfg, Path::new("/r"), "live").unwrap();
+        assert_eq!(
+            reserved(&root),
+            "",
+            "release reconciled the dead lease and tore down"
+        );
+        assert!(read_leases(&cfg.lease_dir).is_empty());
+
+        // PANIC at boot: error names the LWK, the status and the kmsg; nothing reserved.
+        fs::write(root.join("faults"), "boot_panic once\n").unwrap();
+        let e = acquire(&cfg, LwkKind::McKernel, &nl("p"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("McKernel") && e.contains("PANIC") && e.contains("kmsg"),
+            "{e}"
+        );
+        assert_eq!(reserved(&root), "");
+        assert!(read_leases(&cfg.lease_dir).is_empty());
+        assert!(!cfg.lease_dir.join("node-mckernel.json").exists());
+        // The next container (not queued behind the failure) boots afresh.
+        acquire(&cfg, LwkKind::McKernel, &nl("q")).unwrap();
+        release(&cfg, Path::new("/r"), "q").unwrap();
+        assert_eq!(reserved(&root), "");
+        let _ = fs::remove_dir_all(&base);
+    }
+}

@@ -1,0 +1,541 @@
+//! The LWK layer: the only place that knows lightweight kernels exist.
+
+pub mod launcher;
+pub mod policy;
+pub mod rewrite;
+
+use std::fmt;
+
+/// Which lightweight kernel a container runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LwkKind {
+    McKernel,
+    Mos,
+}
+
+impl LwkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LwkKind::McKernel => "mckernel",
+            LwkKind::Mos => "mos",
+        }
+    }
+    /// The config table that configures it.
+    pub fn config_section(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for LwkKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LwkKind::McKernel => "McKernel",
+            LwkKind::Mos => "mOS",
+        })
+    }
+}
+
+/// What a container asked for, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LwkRequest {
+    pub kind: LwkKind,
+    /// Launcher options, each checked against the config's allow-list.
+    pub args: Vec<String>,
+}
+
+pub mod driver;
+pub mod init;
+pub mod lease;
+pub mod mckernel;
+pub mod mos;
+pub mod pidns;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{Process, Spec};
+use serde::Serialize;
+
+use crate::config::Config;
+use driver::{Driver, DriverError};
+use launcher::{Closure, LauncherError};
+use lease::{LeaseError, NewLease};
+use policy::PolicyError;
+use rewrite::{NodeFacts, RewriteError, CLOSURE_MOUNT_DIR};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LwkError {
+    #[error("refusing the LWK request of container {id}: {source}")]
+    Policy {
+        id: String,
+        #[source]
+        source: PolicyError,
+    },
+    #[error("preparing the {kind} launcher for container {id}: {source}")]
+    Launcher {
+        id: String,
+        kind: LwkKind,
+        #[source]
+        source: LauncherError,
+    },
+    #[error("LWK lease for container {id}: {source}")]
+    Lease {
+        id: String,
+        #[source]
+        source: LeaseError,
+    },
+    #[error("{kind} for container {id}: {source}")]
+    Driver {
+        id: String,
+        kind: LwkKind,
+        #[source]
+        source: DriverError,
+    },
+    #[error("rewriting the spec of container {id} for {kind}: {source}")]
+    Rewrite {
+        id: String,
+        kind: LwkKind,
+        #[source]
+        source: RewriteError,
+    },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("exec into container {id} asks for {kind}, but the container was not created on {kind}; create it with {ANN}/LWK_KERNEL={k} instead", ANN = policy::ANN_KERNEL, k = kind.as_str())]
+    ExecWithoutLwk { id: String, kind: LwkKind },
+    #[error("setting up the pid namespace of container {id} for {kind}: {source}")]
+    PidNs {
+        id: String,
+        kind: LwkKind,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A container rewritten for an LWK: the spec libcontainer must see in place of the
+/// caller's (the runtime overlays it on the bundle's config.json; see overlay.rs).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub spec: Spec,
+}
+
+fn io_err(what: &str, path: &Path, source: std::io::Error) -> LwkError {
+    LwkError::Io {
+        what: what.into(),
+        path: path.into(),
+        source,
+    }
+}
+
+/// Closures of the launcher (and, for pid-keyed LWKs, of lwk-runc as init), plus the argv
+/// head/tail around the container's launcher options.
+fn launch_facts(
+    cfg: &Config,
+    drv: &dyn Driver,
+    with_init: bool,
+) -> Result<NodeFacts, LauncherError> {
+    let cache = cfg.lease_dir.join("closures");
+    let (bin, key) = drv.launcher();
+    let name = launcher::invoked_name(bin);
+    let l: Closure = launcher::closure_for(
+        &cache,
+        name,
+        bin,
+        key,
+        &cfg.patchelf,
+        &Path::new(CLOSURE_MOUNT_DIR).join(name),
+    )?;
+    let (head_args, tail) = drv.launcher_args();
+    let mut facts = NodeFacts::default();
+    if with_init {
+        let me = match &cfg.init_binary {
+            Some(p) => Ok(p.clone()),
+            None => Ok(PathBuf::from("/proc/self/exe")),
+        }
+        .map_err(|source| LauncherError::Missing {
+            path: "/proc/self/exe".into(),
+            key: "(the lwk-runc binary)".into(),
+            source,
+        })?;
+        let i = launcher::closure_for(
+            &cache,
+            "lwk-runc",
+            &me,
+            "(the lwk-runc binary)",
+            &cfg.patchelf,
+            &Path::new(CLOSURE_MOUNT_DIR).join("init"),
+        )?;
+        facts.head.push(i.exe.to_string_lossy().into_owned());
+        facts.head.push("lwk-init".into());
+        facts.head.push("--".into());
+        facts.closures.push((i.host_dir, i.container_dir));
+    }
+    facts.head.push(l.exe.to_string_lossy().into_owned());
+    facts.head.extend(head_args);
+    facts.tail = tail;
+    facts.closures.push((l.host_dir, l.container_dir));
+    Ok(facts)
+}
+
+/// create/run, before libcontainer's build(): decide, take the lease (booting if first),
+/// rewrite the spec. `Ok(None)`: no LWK; nothing was touched.
+pub fn prepare_create(
+    cfg: &Config,
+    root: &Path,
+    id: &str,
+    bundle: &Path,
+    spec: &Spec,
+) -> Result<Option<Prepared>, LwkError> {
+    let env = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    let req = policy::decide(cfg, spec.annotations().as_ref(), &env).map_err(|source| {
+        LwkError::Policy {
+            id: id.into(),
+            source,
+        }
+    })?;
+    let Some(req) = req else { return Ok(None) };
+    let kind = req.kind;
+    let drv = driver::for_kind(cfg, kind);
+    // Everything that can fail without touching the node comes first.
+    let mut facts = launch_facts(cfg, drv.as_ref(), drv.needs_pid_slot()).map_err(|source| {
+        LwkError::Launcher {
+            id: id.into(),
+            kind,
+            source,
+        }
+    })?;
+    let bundle =
+        std::fs::canonicalize(bundle).map_err(|e| io_err("resolving the bundle", bundle, e))?;
+    let root_rel = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .ok_or_else(|| LwkError::Rewrite {
+            id: id.into(),
+            kind,
+            source: RewriteError::NoRoot,
+        })?;
+    let rootfs = bundle.join(root_rel);
+    if spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().as_ref())
+        .is_none_or(|a| a.is_empty())
+    {
+        return Err(LwkError::Rewrite {
+            id: id.into(),
+            kind,
+            source: RewriteError::NoArgs,
+        });
+    }
+    lease::acquire(
+        cfg,
+        kind,
+        &NewLease {
+            id,
+            root,
+            bundle: &bundle,
+            owner_pid: std::process::id() as i32,
+            init_pid: None,
+        },
+    )
+    .map_err(|source| LwkError::Lease {
+        id: id.into(),
+        source,
+    })?;
+    let rewritten = (|| {
+        let c = drv.container_facts().map_err(|source| LwkError::Driver {
+            id: id.into(),
+            kind,
+            source,
+        })?;
+        facts.devices = c.devices;
+        facts.rw_binds = c.rw_binds;
+        facts.tmpfs = c.tmpfs;
+        facts.unmask = c.unmask;
+        rewrite::rewrite(spec, &req, &facts, &rootfs).map_err(|source| LwkError::Rewrite {
+            id: id.into(),
+            kind,
+            source,
+        })
+    })();
+    match rewritten {
+        Ok(spec) => Ok(Some(Prepared { spec })),
+        Err(e) => {
+            if let Err(r) = lease::release(cfg, root, id) {
+                tracing::error!(error = %r, "releasing the LWK lease after a failed prepare");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// After build() succeeded: record the init pid, and for pid-keyed LWKs point the
+/// container's ns_last_pid at its slot. Call only when `prepare_create` returned Some.
+pub fn container_created(cfg: &Config, root: &Path, id: &str, pid: i32) -> Result<(), LwkError> {
+    let l = lease::set_init(cfg, root, id, pid).map_err(|source| LwkError::Lease {
+        id: id.into(),
+        source,
+    })?;
+    let Some(l) = l else { return Ok(()) };
+    if driver::for_kind(cfg, l.kernel).needs_pid_slot() {
+        let first = lease::slot_pid(cfg, l.slot);
+        pidns::set_ns_last_pid(pid, first - 1).map_err(|source| LwkError::PidNs {
+            id: id.into(),
+            kind: l.kernel,
+            source,
+        })?;
+        tracing::debug!(id, slot = l.slot, first, "LWK launcher pid arranged");
+    }
+    Ok(())
+}
+
+/// create failed, or delete: drop the lease (no-op without one), reconcile, tear down if
+/// last. Cheap (two stats) for containers without an LWK.
+pub fn release(cfg: &Config, root: &Path, id: &str) -> Result<(), LwkError> {
+    lease::release(cfg, root, id).map_err(|source| LwkError::Lease {
+        id: id.into(),
+        source,
+    })
+}
+
+/// exec: if the process's own env asks for the LWK, prefix its args with the launcher.
+pub fn rewrite_exec_process(
+    cfg: &Config,
+    root: &Path,
+    id: &str,
+    process: &mut Process,
+) -> Result<(), LwkError> {
+    let env = process.env().clone().unwrap_or_default();
+    let Some(req) = policy::decide_exec(cfg, &env).map_err(|source| LwkError::Policy {
+        id: id.into(),
+        source,
+    })?
+    else {
+        return Ok(());
+    };
+    let kind = req.kind;
+    match lease::get(cfg, root, id) {
+        Some(l) if l.kernel == kind => {}
+        _ => {
+            return Err(LwkError::ExecWithoutLwk {
+                id: id.into(),
+                kind,
+            })
+        }
+    }
+    let drv = driver::for_kind(cfg, kind);
+    let facts = launch_facts(cfg, drv.as_ref(), false).map_err(|source| LwkError::Launcher {
+        id: id.into(),
+        kind,
+        source,
+    })?;
+    rewrite::prefix_process(process, &req, &facts).map_err(|source| LwkError::Rewrite {
+        id: id.into(),
+        kind,
+        source,
+    })
+}
+
+/// `lwk-runc lwk gc`: drop dead leases, tear down idle LWKs.
+pub fn gc(cfg: &Config) -> Result<Vec<String>, LwkError> {
+    let dropped = lease::gc(cfg).map_err(|source| LwkError::Lease {
+        id: "(gc)".into(),
+        source,
+    })?;
+    Ok(dropped)
+}
+
+#[derive(Debug, Serialize)]
+pub struct KernelStatus {
+    pub kernel: LwkKind,
+    pub enabled: bool,
+    pub boot_mode: String,
+    pub status: String,
+    pub cpus: String,
+    pub memory: String,
+    pub leases: Vec<LeaseStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LeaseStatus {
+    pub id: String,
+    pub pid: i32,
+    pub since: u64,
+    pub slot: u32,
+    pub alive: bool,
+}
+
+/// `lwk-runc lwk status [--format json]`.
+pub fn status(cfg: &Config, json: bool) -> Result<String, LwkError> {
+    let leases = lease::read_leases(&cfg.lease_dir);
+    let mut out = Vec::new();
+    for kind in [LwkKind::McKernel, LwkKind::Mos] {
+        let drv = driver::for_kind(cfg, kind);
+        let status = if cfg.enabled(kind) {
+            match drv.status() {
+                Ok(s) => s.unwrap_or_else(|| "no instance".into()),
+                Err(e) => format!("unknown ({e})"),
+            }
+        } else {
+            "disabled".into()
+        };
+        let (cpus, memory) = drv.resources();
+        out.push(KernelStatus {
+            kernel: kind,
+            enabled: cfg.enabled(kind),
+            boot_mode: cfg.boot_mode(kind).as_str().into(),
+            status,
+            cpus,
+            memory,
+            leases: leases
+                .iter()
+                .filter(|(_, l)| l.kernel == kind)
+                .map(|(_, l)| LeaseStatus {
+                    id: l.id.clone(),
+                    pid: l.init_pid.unwrap_or(l.owner_pid),
+                    since: l.since,
+                    slot: l.slot,
+                    alive: l.is_alive(),
+                })
+                .collect(),
+        });
+    }
+    if json {
+        return serde_json::to_string_pretty(&out)
+            .map_err(|e| io_err("encoding status", &cfg.lease_dir, e.into()));
+    }
+    let mut s = String::new();
+    for k in &out {
+        s.push_str(&format!(
+            "{:<9} enabled={} boot_mode={} status={} cpus={} memory={}\n",
+            k.kernel.as_str(),
+            k.enabled,
+            k.boot_mode,
+            k.status,
+            if k.cpus.is_empty() { "-" } else { &k.cpus },
+            if k.memory.is_empty() { "-" } else { &k.memory }
+        ));
+        for l in &k.leases {
+            s.push_str(&format!(
+                "  lease {} pid={} since={} slot={}{}\n",
+                l.id,
+                l.pid,
+                l.since,
+                l.slot,
+                if l.alive {
+                    ""
+                } else {
+                    " (dead: gc will drop it)"
+                }
+            ));
+        }
+    }
+    Ok(s)
+}
+
+/// Hidden subcommands that must run before any CLI parsing: `lwk-init` is a container's
+/// PID 1, `lwk-reap <secs>` the linger reaper. Returns the exit code if it handled argv.
+pub fn hidden_main(args: &[OsString]) -> Option<i32> {
+    if args.get(1).and_then(|a| a.to_str()) == Some("lwk-init") {
+        return Some(init::main(&args[2..]));
+    }
+    // The admin commands come after runc's global flags, as engines and scripts pass them.
+    let mut i = 1;
+    while let Some(a) = args.get(i).and_then(|a| a.to_str()) {
+        match a {
+            "--root" | "--log" | "--log-format" | "--criu" | "--rootless" => i += 2,
+            _ if a.starts_with('-') => i += 1,
+            _ => break,
+        }
+    }
+    let args = &args[i - 1..];
+    match args.get(1)?.to_str()? {
+        "lwk-reap" => {
+            let secs: u64 = args
+                .get(2)
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            let code = match Config::load()
+                .map_err(|e| e.to_string())
+                .and_then(|c| gc(&c).map_err(|e| e.to_string()))
+            {
+                Ok(_) => 0,
+                Err(e) => {
+                    eprintln!("lwk-runc lwk-reap: {e}");
+                    1
+                }
+            };
+            Some(code)
+        }
+        "lwk" => Some(admin_main(&args[2..])),
+        "hook" => {
+            let stage = args.get(2).and_then(|s| s.to_str()).unwrap_or("");
+            let res = Config::load()
+                .map_err(|e| e.to_string())
+                .and_then(|c| crate::hook::main(&c, stage).map_err(|e| e.to_string()));
+            Some(match res {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("{e}");
+                    1
+                }
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `lwk-runc lwk status [--format json|text]` and `lwk-runc lwk gc`.
+fn admin_main(args: &[OsString]) -> i32 {
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    let cfg = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lwk-runc: {e}");
+            return 1;
+        }
+    };
+    let res = match args.as_slice() {
+        ["status"] | ["status", "--format", "text"] | ["status", "--format=text"] => {
+            status(&cfg, false)
+        }
+        ["status", "--format", "json"] | ["status", "--format=json"] => status(&cfg, true),
+        ["gc"] => gc(&cfg).map(|dropped| {
+            dropped
+                .iter()
+                .map(|id| format!("dropped stale lease of {id}\n"))
+                .collect::<String>()
+        }),
+        _ => {
+            eprintln!("usage: lwk-runc lwk status [--format text|json]\n       lwk-runc lwk gc");
+            return 2;
+        }
+    };
+    match res {
+        Ok(s) => {
+            print!("{s}");
+            0
+        }
+        Err(e) => {
+            eprintln!("lwk-runc: {e}");
+            1
+        }
+    }
+}
+
+/// Tests that drive the simulator set LWK_SIM_ROOT for the whole process; they take
+/// this lock so they never see each other's simulated node.
+#[cfg(test)]
+pub static SIM_TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

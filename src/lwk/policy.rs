@@ -1,0 +1,341 @@
+//! Who gets an LWK: spec annotations + process env + config -> `Option<LwkRequest>`.
+//!
+//! Sources, first match wins: annotation `run.lwk.kernel`, env `LWK_KERNEL` (Docker 20.10
+//! has no `--annotation`), the config's `default_kernel`. Launcher options come from
+//! `run.lwk.args` or `LWK_ARGS` and are checked token by token against the kernel's
+//! allow-list: they end up on a root-run launcher's command line, so anything that could
+//! name a file, smuggle a positional argument or reach a shell is refused here, before
+//! any lock is taken or anything is reserved.
+
+use std::collections::HashMap;
+
+use crate::config::Config;
+use crate::lwk::{LwkKind, LwkRequest};
+
+pub const ANN_KERNEL: &str = "run.lwk.kernel";
+pub const ANN_ARGS: &str = "run.lwk.args";
+pub const ENV_KERNEL: &str = "LWK_KERNEL";
+pub const ENV_ARGS: &str = "LWK_ARGS";
+/// containerd/CRI marks pod sandbox (pause) containers with this.
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// CRI-O spells it differently.
+const CRIO_CONTAINER_TYPE: &str = "io.kubernetes.cri-o.ContainerType";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("{source_name} asks for LWK kernel {value:?}; valid values are \"mckernel\", \"mos\" and \"none\"")]
+    UnknownKernel { source_name: String, value: String },
+    #[error("{source_name} asks for {kind}, but {kind} is not enabled on this node (set [{section}] enabled = true in the lwk-runc config, or run the container without an LWK)")]
+    NotEnabled {
+        source_name: String,
+        kind: LwkKind,
+        section: &'static str,
+    },
+    #[error("{source_name}: launcher argument {token:?} refused: {reason}")]
+    BadArg {
+        source_name: String,
+        token: String,
+        reason: String,
+    },
+}
+
+/// Where the request came from, for error messages.
+enum Origin {
+    Annotation,
+    Env,
+    Default,
+}
+
+/// Decide for a container being created. `annotations` and `env` are the spec's.
+pub fn decide(
+    cfg: &Config,
+    annotations: Option<&HashMap<String, String>>,
+    env: &[String],
+) -> Result<Option<LwkRequest>, PolicyError> {
+    let ann = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
+    // A pod's sandbox only holds namespaces; booting a kernel for it would be waste.
+    if ann(CRI_CONTAINER_TYPE) == Some("sandbox") || ann(CRIO_CONTAINER_TYPE) == Some("sandbox") {
+        return Ok(None);
+    }
+    let (value, origin) = if let Some(v) = ann(ANN_KERNEL) {
+        (Some(v.to_string()), Origin::Annotation)
+    } else if let Some(v) = env_get(env, ENV_KERNEL) {
+        (Some(v.to_string()), Origin::Env)
+    } else {
+        (None, Origin::Default)
+    };
+    let kind = match value {
+        Some(v) => parse_kernel(&v, origin_name(&origin, ANN_KERNEL, ENV_KERNEL))?,
+        None => cfg.default_kernel.kind(),
+    };
+    let Some(kind) = kind else { return Ok(None) };
+    if !cfg.enabled(kind) {
+        return Err(PolicyError::NotEnabled {
+            source_name: origin_name(&origin, ANN_KERNEL, ENV_KERNEL).into(),
+            kind,
+            section: kind.config_section(),
+        });
+    }
+    let (args_text, args_src) = match (ann(ANN_ARGS), env_get(env, ENV_ARGS)) {
+        (Some(a), _) => (a, ANN_ARGS),
+        (None, Some(e)) => (e, ENV_ARGS),
+        (None, None) => ("", ENV_ARGS),
+    };
+    let args = check_args(cfg.allowed_args(kind), args_text, args_src)?;
+    Ok(Some(LwkRequest { kind, args }))
+}
+
+/// Decide for a process started by `exec`: only its own env can ask (no default, no
+/// annotations), so a debugging shell exec'd into an LWK container runs on Linux.
+pub fn decide_exec(cfg: &Config, env: &[String]) -> Result<Option<LwkRequest>, PolicyError> {
+    let Some(v) = env_get(env, ENV_KERNEL) else {
+        return Ok(None);
+    };
+    let Some(kind) = parse_kernel(v, ENV_KERNEL)? else {
+        return Ok(None);
+    };
+    if !cfg.enabled(kind) {
+        return Err(PolicyError::NotEnabled {
+            source_name: ENV_KERNEL.into(),
+            kind,
+            section: kind.config_section(),
+        });
+    }
+    let args = check_args(
+        cfg.allowed_args(kind),
+        env_get(env, ENV_ARGS).unwrap_or(""),
+        ENV_ARGS,
+    )?;
+    Ok(Some(LwkRequest { kind, args }))
+}
+
+fn origin_name(o: &Origin, ann: &'static str, env: &'static str) -> &'static str {
+    match o {
+        Origin::Annotation => ann,
+        Origin::Env => env,
+        Origin::Default => "config default_kernel",
+    }
+}
+
+fn parse_kernel(v: &str, source_name: &str) -> Result<Option<LwkKind>, PolicyError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "mckernel" => Ok(Some(LwkKind::McKernel)),
+        "mos" => Ok(Some(LwkKind::Mos)),
+        "none" | "" | "linux" => Ok(None),
+        _ => Err(PolicyError::UnknownKernel {
+            source_name: source_name.into(),
+            value: v.into(),
+        }),
+    }
+}
+
+/// Last `KEY=` entry wins, as engines that merge image and user env intend.
+pub fn env_get<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
+    env.iter()
+        .rev()
+        .find_map(|e| e.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
+/// Characters a launcher option or value may contain. No `/` (no paths), no shell
+/// metacharacters, no whitespace or quotes: what is left can only be a number, a size,
+/// a list or a keyword.
+fn safe_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ',' | ':' | '@' | '=' | '+' | '%')
+}
+
+fn char_reason(c: char) -> String {
+    if c == '/' {
+        "paths are not allowed in launcher arguments".to_string()
+    } else {
+        format!("character {c:?} is not allowed (no shell metacharacters, quotes or control characters)")
+    }
+}
+
+/// Split `text` on whitespace and check every token against `allowed`
+/// (entries ending in `=` take a value). Returns the normalized argument list.
+pub fn check_args(
+    allowed: &[String],
+    text: &str,
+    source_name: &str,
+) -> Result<Vec<String>, PolicyError> {
+    let bad = |token: &str, reason: String| PolicyError::BadArg {
+        source_name: source_name.into(),
+        token: token.into(),
+        reason,
+    };
+    let lookup = |name: &str| -> Option<bool> {
+        allowed.iter().find_map(|a| match a.strip_suffix('=') {
+            Some(n) if n == name => Some(true),
+            None if a == name => Some(false),
+            _ => None,
+        })
+    };
+    let mut out = Vec::new();
+    let mut tokens = text.split_whitespace();
+    while let Some(tok) = tokens.next() {
+        if let Some(c) = tok.chars().find(|c| !safe_char(*c)) {
+            return Err(bad(tok, char_reason(c)));
+        }
+        if !tok.starts_with('-') {
+            // A bare word would become a positional argument: mcexec takes a leading digit
+            // as the OS instance and everything after it as the program to run.
+            return Err(bad(
+                tok,
+                "not an option; only options from the allow-list may be passed".into(),
+            ));
+        }
+        let (name, inline) = match tok.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v)),
+            _ => (tok, None),
+        };
+        let takes_value = lookup(name).ok_or_else(|| {
+            bad(
+                tok,
+                format!(
+                    "option {name} is not on this node's allow-list ({})",
+                    allowed.join(" ")
+                ),
+            )
+        })?;
+        match (takes_value, inline) {
+            (false, None) => out.push(tok.to_string()),
+            (false, Some(_)) => return Err(bad(tok, format!("option {name} takes no value"))),
+            (true, Some(v)) if !v.is_empty() => out.push(tok.to_string()),
+            (true, Some(_)) => return Err(bad(tok, format!("option {name} needs a value"))),
+            (true, None) => {
+                let v = tokens
+                    .next()
+                    .ok_or_else(|| bad(tok, format!("option {name} needs a value")))?;
+                if let Some(c) = v.chars().find(|c| !safe_char(*c)) {
+                    return Err(bad(v, char_reason(c)));
+                }
+                if v.starts_with('-') {
+                    return Err(bad(
+                        v,
+                        format!("option {name} needs a value, not another option"),
+                    ));
+                }
+                if name.starts_with("--") {
+                    out.push(format!("{name}={v}"));
+                } else {
+                    out.push(name.to_string());
+                    out.push(v.to_string());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        let mut c = Config::default();
+        c.mckernel.enabled = true;
+        c.mos.enabled = true;
+        c
+    }
+
+    fn env(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn ann(v: &[(&str, &str)]) -> HashMap<String, String> {
+        v.iter()
+            .map(|(k, x)| (k.to_string(), x.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn nothing_requested_means_none() {
+        assert_eq!(decide(&cfg(), None, &env(&["PATH=/bin"])), Ok(None));
+    }
+
+    #[test]
+    fn annotation_beats_env() {
+        let a = ann(&[(ANN_KERNEL, "mos")]);
+        let r = decide(&cfg(), Some(&a), &env(&["LWK_KERNEL=mckernel"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.kind, LwkKind::Mos);
+        let a = ann(&[(ANN_KERNEL, "none")]);
+        assert_eq!(
+            decide(&cfg(), Some(&a), &env(&["LWK_KERNEL=mckernel"])),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn env_selects_and_parses_args() {
+        let r = decide(
+            &cfg(),
+            None,
+            &env(&[
+                "LWK_KERNEL=mckernel",
+                "LWK_ARGS=-t 4 --mpol-threshold 1M --disable-sched-yield",
+            ]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.kind, LwkKind::McKernel);
+        assert_eq!(
+            r.args,
+            vec!["-t", "4", "--mpol-threshold=1M", "--disable-sched-yield"]
+        );
+    }
+
+    #[test]
+    fn default_kernel_applies_but_not_to_sandboxes() {
+        let mut c = cfg();
+        c.default_kernel = crate::config::KernelChoice::Mckernel;
+        assert!(decide(&c, None, &[]).unwrap().is_some());
+        let a = ann(&[(CRI_CONTAINER_TYPE, "sandbox"), (ANN_KERNEL, "mckernel")]);
+        assert_eq!(decide(&c, Some(&a), &[]), Ok(None));
+    }
+
+    #[test]
+    fn disabled_or_unknown_kernel_is_an_error() {
+        let c = Config::default();
+        let e = decide(&c, None, &env(&["LWK_KERNEL=mckernel"])).unwrap_err();
+        assert!(e.to_string().contains("not enabled"), "{e}");
+        let e = decide(&cfg(), None, &env(&["LWK_KERNEL=windows"])).unwrap_err();
+        assert!(e.to_string().contains("\"windows\""), "{e}");
+    }
+
+    #[test]
+    fn hostile_args_refused() {
+        let c = cfg();
+        for (a, want) in [
+            ("-t /etc/passwd", "paths"),
+            ("--mpol-threshold=../x", "paths"),
+            ("-t 4;reboot", "';'"),
+            ("-t $(id)", "'$'"),
+            ("--enable-uti", "allow-list"),
+            ("0 /bin/sh", "not an option"),
+            ("-t", "needs a value"),
+            ("-t -t", "not another option"),
+            ("--disable-sched-yield=1", "takes no value"),
+            ("-t `x`", "'`'"),
+        ] {
+            let e = decide(
+                &c,
+                None,
+                &env(&["LWK_KERNEL=mckernel", &format!("LWK_ARGS={a}")]),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains(want), "{a}: {e}");
+        }
+    }
+
+    #[test]
+    fn exec_only_listens_to_its_own_env() {
+        let mut c = cfg();
+        c.default_kernel = crate::config::KernelChoice::Mckernel;
+        assert_eq!(decide_exec(&c, &[]), Ok(None));
+        assert!(decide_exec(&c, &env(&["LWK_KERNEL=mos"]))
+            .unwrap()
+            .is_some());
+    }
+}

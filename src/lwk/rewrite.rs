@@ -1,0 +1,355 @@
+//! Pure spec rewrite: (caller's Spec, LwkRequest, node facts) -> the Spec libcontainer runs.
+//!
+//! Nothing here touches the host; [`NodeFacts`] carries everything learnt from it (closure
+//! dirs, device numbers), so every case is a unit test. The changes, in order:
+//! `process.args` gets the launcher prefix; `root.path` becomes absolute (the rewritten
+//! config.json lives in a private bundle dir, not next to the caller's rootfs); read-only
+//! binds for the launcher closures under the container's /dev tmpfs; the LWK devices
+//! (a device node + cgroup rule for a real char device, a rw bind for the simulator's
+//! regular files); rw binds for sysfs views (mOS); the LWK's /proc and sysfs views removed
+//! from maskedPaths/readonlyPaths.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, Mount, Process, Spec};
+
+use crate::lwk::LwkRequest;
+
+/// Where launcher closures appear in the container. Under /dev because /dev is a tmpfs the
+/// runtime makes in Docker/podman/runc specs: mounting there creates nothing in the
+/// caller's rootfs.
+pub const CLOSURE_MOUNT_DIR: &str = "/dev/.lwk";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RewriteError {
+    #[error("the container has no process.args to run under the LWK launcher")]
+    NoArgs,
+    #[error("the container spec has no root.path")]
+    NoRoot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// A real character device: create the node in the container and allow it in the device cgroup.
+    Char { major: i64, minor: i64 },
+    /// A regular file standing in for a device (simulator): bind-mount it read-write.
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceFact {
+    pub host: PathBuf,
+    pub container: PathBuf,
+    pub kind: DeviceKind,
+}
+
+/// Host facts the rewrite needs, gathered by the drivers and the closure builder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// (host dir, container dir) pairs bind-mounted read-only.
+    pub closures: Vec<(PathBuf, PathBuf)>,
+    /// argv before the container's launcher options (init, launcher, config launcher_args).
+    pub head: Vec<String>,
+    /// argv between the launcher options and the original args (e.g. mcexec's OS index).
+    pub tail: Vec<String>,
+    pub devices: Vec<DeviceFact>,
+    /// (host, container) read-write binds (e.g. mOS sysfs).
+    pub rw_binds: Vec<(PathBuf, PathBuf)>,
+    /// Container dirs to cover with a fresh tmpfs first, when a bind target cannot be
+    /// created in place (the simulator's /sys/kernel/mOS on a kernel without mOS).
+    pub tmpfs: Vec<PathBuf>,
+    /// Path prefixes to drop from maskedPaths and readonlyPaths.
+    pub unmask: Vec<String>,
+}
+
+/// `rootfs` is the caller's rootfs made absolute (bundle-relative paths resolved by the caller).
+pub fn rewrite(
+    spec: &Spec,
+    req: &LwkRequest,
+    facts: &NodeFacts,
+    rootfs: &Path,
+) -> Result<Spec, RewriteError> {
+    let mut out = spec.clone();
+    let mut root = out.root().clone().ok_or(RewriteError::NoRoot)?;
+    root.set_path(rootfs.to_path_buf());
+    out.set_root(Some(root));
+
+    let mut process = out.process().clone().ok_or(RewriteError::NoArgs)?;
+    prefix_process(&mut process, req, facts)?;
+    out.set_process(Some(process));
+
+    let mut mounts = out.mounts().clone().unwrap_or_default();
+    let has_dev_tmpfs = mounts
+        .iter()
+        .any(|m| m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs"));
+    if !has_dev_tmpfs && !facts.closures.is_empty() {
+        // No runtime-made /dev: a tmpfs of our own keeps the closure dirs out of the
+        // rootfs (only the one mount point /dev/.lwk is created there).
+        mounts.push(tmpfs_mount(Path::new(CLOSURE_MOUNT_DIR)));
+    }
+    for (host, dest) in &facts.closures {
+        mounts.push(bind(host, dest, &["rbind", "ro", "nosuid", "nodev"]));
+    }
+    for t in &facts.tmpfs {
+        mounts.push(tmpfs_mount(t));
+    }
+    for (host, dest) in &facts.rw_binds {
+        mounts.push(bind(
+            host,
+            dest,
+            &["rbind", "rw", "nosuid", "nodev", "noexec"],
+        ));
+    }
+    let mut linux = out.linux().clone().unwrap_or_default();
+    let mut devices = linux.devices().clone().unwrap_or_default();
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    let mut rules = resources.devices().clone().unwrap_or_default();
+    for d in &facts.devices {
+        match d.kind {
+            DeviceKind::File => mounts.push(bind(
+                &d.host,
+                &d.container,
+                &["bind", "rw", "nosuid", "noexec"],
+            )),
+            DeviceKind::Char { major, minor } => {
+                devices.retain(|x| x.path() != &d.container);
+                let mut dev = LinuxDevice::default();
+                dev.set_path(d.container.clone());
+                dev.set_typ(LinuxDeviceType::C);
+                dev.set_major(major);
+                dev.set_minor(minor);
+                dev.set_file_mode(Some(0o666));
+                dev.set_uid(Some(0));
+                dev.set_gid(Some(0));
+                rules.push(LinuxDeviceCgroup::from(&dev));
+                devices.push(dev);
+            }
+        }
+    }
+    if !devices.is_empty() {
+        linux.set_devices(Some(devices));
+    }
+    if !rules.is_empty() {
+        resources.set_devices(Some(rules));
+        linux.set_resources(Some(resources));
+    }
+    let keep = |p: &String| {
+        !facts
+            .unmask
+            .iter()
+            .any(|u| p == u || p.starts_with(&format!("{u}/")))
+    };
+    if let Some(m) = linux.masked_paths().clone() {
+        linux.set_masked_paths(Some(m.into_iter().filter(|p| keep(p)).collect()));
+    }
+    if let Some(r) = linux.readonly_paths().clone() {
+        linux.set_readonly_paths(Some(r.into_iter().filter(|p| keep(p)).collect()));
+    }
+    out.set_linux(Some(linux));
+    out.set_mounts(Some(mounts));
+    Ok(out)
+}
+
+/// The part shared with `exec`: args become head + request options + tail + original args.
+pub fn prefix_process(
+    process: &mut Process,
+    req: &LwkRequest,
+    facts: &NodeFacts,
+) -> Result<(), RewriteError> {
+    let orig = process
+        .args()
+        .clone()
+        .filter(|a| !a.is_empty())
+        .ok_or(RewriteError::NoArgs)?;
+    let mut args =
+        Vec::with_capacity(facts.head.len() + req.args.len() + facts.tail.len() + orig.len());
+    args.extend(facts.head.iter().cloned());
+    args.extend(req.args.iter().cloned());
+    args.extend(facts.tail.iter().cloned());
+    args.extend(orig);
+    process.set_args(Some(args));
+    Ok(())
+}
+
+fn bind(host: &Path, dest: &Path, opts: &[&str]) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(dest.to_path_buf());
+    m.set_typ(Some("bind".into()));
+    m.set_source(Some(host.to_path_buf()));
+    m.set_options(Some(opts.iter().map(|s| s.to_string()).collect()));
+    m
+}
+
+fn tmpfs_mount(dest: &Path) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(dest.to_path_buf());
+    m.set_typ(Some("tmpfs".into()));
+    m.set_source(Some("tmpfs".into()));
+    m.set_options(Some(
+        ["nosuid", "noexec", "mode=755", "size=64k"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    ));
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lwk::LwkKind;
+
+    fn base_spec() -> Spec {
+        let mut s = Spec::default();
+        let mut p = s.process().clone().unwrap_or_default();
+        p.set_args(Some(vec!["/bin/echo".into(), "hi".into()]));
+        s.set_process(Some(p));
+        s
+    }
+
+    fn facts() -> NodeFacts {
+        NodeFacts {
+            closures: vec![("/run/c/mcexec-1".into(), "/dev/.lwk/mcexec".into())],
+            head: vec!["/dev/.lwk/mcexec/bin/mcexec".into()],
+            tail: vec!["0".into()],
+            devices: vec![DeviceFact {
+                host: "/dev/mcos0".into(),
+                container: "/dev/mcos0".into(),
+                kind: DeviceKind::Char {
+                    major: 240,
+                    minor: 0,
+                },
+            }],
+            rw_binds: vec![],
+            tmpfs: vec![],
+            unmask: vec!["/proc/mcos0".into(), "/sys/devices/virtual/mcos".into()],
+        }
+    }
+
+    fn req() -> LwkRequest {
+        LwkRequest {
+            kind: LwkKind::McKernel,
+            args: vec!["-t".into(), "4".into()],
+        }
+    }
+
+    #[test]
+    fn args_are_prefixed_and_root_made_absolute() {
+        let out = rewrite(&base_spec(), &req(), &facts(), Path::new("/b/rootfs")).unwrap();
+        let args = out.process().as_ref().unwrap().args().clone().unwrap();
+        assert_eq!(
+            args,
+            vec![
+                "/dev/.lwk/mcexec/bin/mcexec",
+                "-t",
+                "4",
+                "0",
+                "/bin/echo",
+                "hi"
+            ]
+        );
+        assert_eq!(out.root().as_ref().unwrap().path(), Path::new("/b/rootfs"));
+    }
+
+    #[test]
+    fn char_device_gets_node_and_cgroup_rule() {
+        let out = rewrite(&base_spec(), &req(), &facts(), Path::new("/r")).unwrap();
+        let linux = out.linux().as_ref().unwrap();
+        let dev = &linux.devices().as_ref().unwrap()[0];
+        assert_eq!((dev.major(), dev.minor()), (240, 0));
+        let rule = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .as_ref()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        assert!(
+            rule.allow() && rule.major() == Some(240) && rule.access().as_deref() == Some("rwm")
+        );
+    }
+
+    #[test]
+    fn file_device_is_a_rw_bind_and_closure_is_ro() {
+        let mut f = facts();
+        f.devices[0].kind = DeviceKind::File;
+        f.devices[0].host = "/run/lwk-sim/dev/mcos0".into();
+        let out = rewrite(&base_spec(), &req(), &f, Path::new("/r")).unwrap();
+        let mounts = out.mounts().as_ref().unwrap();
+        let dev = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/dev/mcos0"))
+            .unwrap();
+        assert!(dev.options().as_ref().unwrap().contains(&"rw".to_string()));
+        let cl = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/dev/.lwk/mcexec"))
+            .unwrap();
+        assert!(cl.options().as_ref().unwrap().contains(&"ro".to_string()));
+        // the default spec has a /dev tmpfs, so no extra tmpfs for the closure
+        assert!(!mounts
+            .iter()
+            .any(|m| m.destination() == Path::new(CLOSURE_MOUNT_DIR)));
+    }
+
+    #[test]
+    fn without_dev_tmpfs_a_private_tmpfs_is_added_first() {
+        let mut s = base_spec();
+        let m: Vec<Mount> = s
+            .mounts()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.destination() != Path::new("/dev"))
+            .collect();
+        s.set_mounts(Some(m));
+        let out = rewrite(&s, &req(), &facts(), Path::new("/r")).unwrap();
+        let mounts = out.mounts().as_ref().unwrap();
+        let t = mounts
+            .iter()
+            .position(|m| m.destination() == Path::new(CLOSURE_MOUNT_DIR))
+            .unwrap();
+        let c = mounts
+            .iter()
+            .position(|m| m.destination() == Path::new("/dev/.lwk/mcexec"))
+            .unwrap();
+        assert!(t < c);
+    }
+
+    #[test]
+    fn lwk_views_are_unmasked() {
+        let mut s = base_spec();
+        let mut linux = s.linux().clone().unwrap();
+        linux.set_masked_paths(Some(vec!["/proc/kcore".into(), "/proc/mcos0".into()]));
+        linux.set_readonly_paths(Some(vec![
+            "/sys/devices/virtual/mcos/mcos0".into(),
+            "/proc/sys".into(),
+        ]));
+        s.set_linux(Some(linux));
+        let out = rewrite(&s, &req(), &facts(), Path::new("/r")).unwrap();
+        let l = out.linux().as_ref().unwrap();
+        assert_eq!(
+            l.masked_paths().as_ref().unwrap(),
+            &vec!["/proc/kcore".to_string()]
+        );
+        assert_eq!(
+            l.readonly_paths().as_ref().unwrap(),
+            &vec!["/proc/sys".to_string()]
+        );
+    }
+
+    #[test]
+    fn no_args_is_an_error() {
+        let mut s = base_spec();
+        let mut p = s.process().clone().unwrap();
+        p.set_args(None);
+        s.set_process(Some(p));
+        assert_eq!(
+            rewrite(&s, &req(), &facts(), Path::new("/r")),
+            Err(RewriteError::NoArgs)
+        );
+    }
+}
