@@ -130,7 +130,7 @@ fn build(
         .with_preserved_fds(opts.preserve_fds)
         .validate_id()
         .with_context(|| format!("invalid container id {id:?}"))?
-        .as_init(&bundle)
+        .as_init(bundle)
         .with_systemd(ctx.systemd_cgroup)
         .with_detach(true)
         .with_no_pivot(opts.no_pivot)
