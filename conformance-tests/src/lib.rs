@@ -672,3 +672,160 @@ pub fn pass_fd3(cmd: &mut Command, file: &File) {
         });
     }
 }
+
+/// Where `lwk-sim install --prefix` put the simulated LWK tools.
+pub const SIM: &str = "/opt/lwk-sim/bin";
+
+/// How a simulated node is set up.
+#[derive(Default)]
+pub struct WorldOpts<'a> {
+    /// Top-level lines of the lwk-runc config.
+    pub top: &'a str,
+    /// Extra lines of its `[mckernel]` table (e.g. `linger_secs = 1`).
+    pub mckernel: &'a str,
+    /// Leave the simulated kernel modules unloaded (boot_mode "script" loads them).
+    pub no_modprobe: bool,
+}
+
+/// A private simulated LWK node (`LWK_SIM_ROOT`), lease dir and lwk-runc config under
+/// one directory, so tests (and a private dockerd) never share an LWK.
+pub struct World {
+    pub sim: PathBuf,
+    pub config: PathBuf,
+    pub leases: PathBuf,
+}
+
+impl World {
+    pub fn new(ctx: &Ctx, top: &str) -> World {
+        World::at(
+            ctx.dir.path(),
+            &WorldOpts {
+                top,
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn with(ctx: &Ctx, opts: &WorldOpts) -> World {
+        World::at(ctx.dir.path(), opts)
+    }
+
+    pub fn at(dir: &Path, o: &WorldOpts) -> World {
+        assert!(
+            Path::new(SIM).join("lwk-sim").exists(),
+            "install the simulator first: lwk-sim install --prefix /opt/lwk-sim"
+        );
+        let sim = dir.join("sim");
+        fs::create_dir_all(&sim).unwrap();
+        if !o.no_modprobe {
+            let st = Command::new(format!("{SIM}/lwk-sim"))
+                .arg("modprobe")
+                .env("LWK_SIM_ROOT", &sim)
+                .status()
+                .unwrap();
+            assert!(st.success(), "lwk-sim modprobe failed");
+        }
+        let leases = dir.join("leases");
+        let config = dir.join("lwk.toml");
+        fs::write(
+            &config,
+            format!(
+                r#"lease_dir = "{l}"
+{top}
+[mckernel]
+enabled = true
+ihkconfig = "{SIM}/ihkconfig"
+ihkosctl = "{SIM}/ihkosctl"
+mcexec = "{SIM}/mcexec"
+mcreboot = "{SIM}/mcreboot.sh"
+mcstop = "{SIM}/mcstop+release.sh"
+dev_dir = "{s}/dev"
+cpus = "1"
+memory = "64M@0"
+image = "/opt/lwk-sim/smp-x86/kernel/mckernel.img"
+boot_timeout_secs = 20
+{mck}
+
+[mos]
+enabled = true
+lwkctl = "{SIM}/lwkctl"
+yod = "{SIM}/yod"
+sysfs = "{s}/sys/kernel/mOS"
+"#,
+                l = leases.display(),
+                s = sim.display(),
+                top = o.top,
+                mck = o.mckernel,
+            ),
+        )
+        .unwrap();
+        World {
+            sim,
+            config,
+            leases,
+        }
+    }
+
+    /// The environment the runtime needs to find this node.
+    pub fn env(&self) -> [(&'static str, PathBuf); 2] {
+        [
+            ("LWK_SIM_ROOT", self.sim.clone()),
+            ("LWK_RUNC_CONFIG", self.config.clone()),
+        ]
+    }
+
+    pub fn cmd(&self, ctx: &Ctx, args: &[&str]) -> Command {
+        let mut c = ctx.cmd(args);
+        c.envs(self.env());
+        c
+    }
+
+    pub fn rt(&self, ctx: &Ctx, args: &[&str]) -> Out {
+        ctx.run_cmd(self.cmd(ctx, args))
+    }
+
+    /// A simulated tool (`ihkosctl`, ...) run against this node: its stdout, trimmed.
+    pub fn tool(&self, name: &str, args: &[&str]) -> String {
+        let o = Command::new(format!("{SIM}/{name}"))
+            .args(args)
+            .env("LWK_SIM_ROOT", &self.sim)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    pub fn calls(&self) -> String {
+        fs::read_to_string(self.sim.join("calls.log")).unwrap_or_default()
+    }
+
+    pub fn count(&self, what: &str) -> usize {
+        self.calls().lines().filter(|l| l.contains(what)).count()
+    }
+
+    /// Reserved CPUs + memory as the simulator reports them (empty = nothing).
+    pub fn reserved(&self) -> String {
+        let mos = fs::read_to_string(self.sim.join("sys/kernel/mOS/lwkcpus")).unwrap_or_default();
+        format!(
+            "{}{}{}",
+            self.tool("ihkconfig", &["0", "query", "cpu"]),
+            self.tool("ihkconfig", &["0", "query", "mem"]),
+            mos.trim()
+        )
+    }
+
+    pub fn leases(&self) -> usize {
+        fs::read_dir(self.leases.join("leases"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    pub fn assert_clean(&self) {
+        assert_eq!(
+            self.reserved(),
+            "",
+            "something stays reserved; calls:\n{}",
+            self.calls()
+        );
+        assert_eq!(self.leases(), 0, "a lease is left");
+    }
+}

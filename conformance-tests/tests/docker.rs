@@ -53,7 +53,9 @@ struct DockerOut {
 }
 
 impl Daemon {
-    fn start(dockerd: &Path) -> Daemon {
+    /// `env` reaches the runtime: dockerd passes its environment to containerd, the
+    /// shim and so the runtime (how a private simulated LWK node is named).
+    fn start(dockerd: &Path, env: &[(&str, PathBuf)]) -> Daemon {
         // Short path: containerd's socket lives under the exec-root (108-byte limit).
         let dir = tempfile::Builder::new()
             .prefix("lwkd-")
@@ -85,6 +87,7 @@ impl Daemon {
             // keep our objects in namespaces of our own.
             .args(["--containerd-namespace", &ns])
             .args(["--containerd-plugins-namespace", &format!("{ns}p")])
+            .envs(env.iter().map(|(k, v)| (*k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -312,7 +315,13 @@ fn docker_end_to_end() {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let t_start = Instant::now();
-    let d = Daemon::start(&dockerd);
+    // A private simulated LWK node for the runtime under this daemon.
+    let node_dir = tempfile::Builder::new()
+        .prefix("lwkn-")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    let w = World::at(node_dir.path(), &WorldOpts::default());
+    let d = Daemon::start(&dockerd, &w.env());
     let rootfs = d.dir.path().join("rootfs");
     build_rootfs(&rootfs);
     d.import_image(&rootfs);
@@ -424,5 +433,67 @@ fn docker_end_to_end() {
     let out = d.docker(&["inspect", "-f", "{{.State.ExitCode}}", &name]);
     assert_eq!(out.stdout.trim(), "0");
     d.docker(&["rm", &name]);
+    assert_eq!(w.calls(), "", "containers without an LWK called LWK tools");
+
+    docker_on_the_simulated_lwk(&d, &w, &run);
     eprintln!("docker end-to-end took {:?}", t_start.elapsed());
+}
+
+/// `docker run -e LWK_KERNEL=mckernel` against the simulated node `w` the daemon's
+/// runtime was pointed at.
+fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
+    let show = "echo hello-lwk; grep Cpus_allowed_list /proc/self/status; \
+                tr '\\0' ' ' < /proc/$PPID/cmdline; echo";
+    let out = d.docker(&[run, &["-e", "LWK_KERNEL=mckernel", IMAGE, "sh", "-c", show]].concat());
+    assert!(out.stdout.contains("hello-lwk"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("Cpus_allowed_list:\t1\n"),
+        "not pinned to the LWK CPU: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("mcexec"),
+        "the workload's parent is not mcexec: {}",
+        out.stdout
+    );
+    // `--rm` returns once the container is removed; the runtime's delete tore down.
+    let calls = w.calls();
+    assert_eq!(w.count("\t0 boot\t"), 1, "{calls}");
+    assert_eq!(w.count(" destroy "), 1, "{calls}");
+    w.assert_clean();
+
+    // Hostile launcher arguments: docker reports the runtime's refusal, nothing booted.
+    let out = d.try_docker(
+        &[
+            run,
+            &[
+                "-e",
+                "LWK_KERNEL=mckernel",
+                "-e",
+                "LWK_ARGS=; rm -rf /",
+                IMAGE,
+                "echo",
+                "should-not-run",
+            ],
+        ]
+        .concat(),
+    );
+    assert_ne!(
+        out.code,
+        Some(0),
+        "hostile LWK_ARGS accepted: {}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("should-not-run"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("LWK_ARGS") && out.stderr.contains("refused"),
+        "docker's error must name the refused LWK_ARGS: {}",
+        out.stderr
+    );
+    assert_eq!(
+        w.calls(),
+        calls,
+        "the refused container reached the LWK tools"
+    );
+    w.assert_clean();
 }

@@ -11,114 +11,6 @@ use std::time::{Duration, Instant};
 use lwk_conformance::*;
 use serde_json::{json, Value};
 
-const SIM: &str = "/opt/lwk-sim/bin";
-
-struct World {
-    sim: PathBuf,
-    config: PathBuf,
-    leases: PathBuf,
-}
-
-impl World {
-    fn new(ctx: &Ctx, extra: &str) -> World {
-        assert!(
-            Path::new(SIM).join("lwk-sim").exists(),
-            "install the simulator first: lwk-sim install --prefix /opt/lwk-sim"
-        );
-        let sim = ctx.path("sim");
-        fs::create_dir_all(&sim).unwrap();
-        let st = Command::new(format!("{SIM}/lwk-sim"))
-            .arg("modprobe")
-            .env("LWK_SIM_ROOT", &sim)
-            .status()
-            .unwrap();
-        assert!(st.success(), "lwk-sim modprobe failed");
-        let leases = ctx.path("leases");
-        let config = ctx.path("lwk.toml");
-        fs::write(
-            &config,
-            format!(
-                r#"lease_dir = "{l}"
-{extra}
-[mckernel]
-enabled = true
-ihkconfig = "{SIM}/ihkconfig"
-ihkosctl = "{SIM}/ihkosctl"
-mcexec = "{SIM}/mcexec"
-dev_dir = "{s}/dev"
-cpus = "1"
-memory = "64M@0"
-image = "/opt/lwk-sim/smp-x86/kernel/mckernel.img"
-boot_timeout_secs = 20
-
-[mos]
-enabled = true
-lwkctl = "{SIM}/lwkctl"
-yod = "{SIM}/yod"
-sysfs = "{s}/sys/kernel/mOS"
-"#,
-                l = leases.display(),
-                s = sim.display()
-            ),
-        )
-        .unwrap();
-        World {
-            sim,
-            config,
-            leases,
-        }
-    }
-
-    fn cmd(&self, ctx: &Ctx, args: &[&str]) -> Command {
-        let mut c = ctx.cmd(args);
-        c.env("LWK_SIM_ROOT", &self.sim)
-            .env("LWK_RUNC_CONFIG", &self.config);
-        c
-    }
-
-    fn rt(&self, ctx: &Ctx, args: &[&str]) -> Out {
-        ctx.run_cmd(self.cmd(ctx, args))
-    }
-
-    fn calls(&self) -> String {
-        fs::read_to_string(self.sim.join("calls.log")).unwrap_or_default()
-    }
-
-    fn count(&self, what: &str) -> usize {
-        self.calls().lines().filter(|l| l.contains(what)).count()
-    }
-
-    /// Reserved CPUs + memory as the simulator reports them (empty = nothing).
-    fn reserved(&self) -> String {
-        let q = |w: &str| {
-            let o = Command::new(format!("{SIM}/ihkconfig"))
-                .args(["0", "query", w])
-                .env("LWK_SIM_ROOT", &self.sim)
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&o.stdout).trim().to_string()
-        };
-        let mos = fs::read_to_string(self.sim.join("sys/kernel/mOS/lwkcpus")).unwrap_or_default();
-        format!("{}{}{}", q("cpu"), q("mem"), mos.trim())
-    }
-
-    fn leases(&self) -> usize {
-        fs::read_dir(self.leases.join("leases"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-
-    fn assert_clean(&self) {
-        assert_eq!(
-            self.reserved(),
-            "",
-            "something stays reserved; calls:\n{}",
-            self.calls()
-        );
-        assert_eq!(self.leases(), 0, "a lease is left");
-    }
-}
-
 fn cfg_with(args: &[&str], env: &[&str], ann: Option<(&str, &str)>) -> Value {
     let mut c = base_config(args);
     for e in env {
@@ -260,16 +152,26 @@ fn thirty_two_concurrent_runs_share_one_boot_without_pid_collisions() {
     let ctx = Ctx::new();
     let w = World::new(&ctx, "");
     let shared = ctx.bundle("b", &cfg_with(&["/bin/true"], &[], None));
+    // A barrier: every workload says it is up, then waits for `go`, which the test
+    // creates only once all 32 are up. So all 32 overlap on the LWK by construction.
+    let barrier = ctx.path("barrier");
+    fs::create_dir_all(&barrier).unwrap();
+    fs::create_dir_all(shared.join("rootfs/barrier")).unwrap();
+    let n = 32;
     let mut kids = Vec::new();
-    for i in 0..32 {
-        // One rootfs, but a bundle (and so a cgroup) per container, as engines do.
-        let mut c = cfg_with(
-            &["/bin/sh", "-c", "echo launcher=$PPID; sleep 3"],
-            &["LWK_KERNEL=mckernel"],
-            None,
+    for i in 0..n {
+        let script = format!(
+            "echo launcher=$PPID; touch /barrier/up{i}; \
+             while [ ! -e /barrier/go ]; do sleep 0.05; done; echo done"
         );
+        // One rootfs, but a bundle (and so a cgroup) per container, as engines do.
+        let mut c = cfg_with(&["/bin/sh", "-c", &script], &["LWK_KERNEL=mckernel"], None);
         c["root"]["path"] = json!(s(&shared.join("rootfs")));
         c["linux"]["cgroupsPath"] = json!(format!("/lwk-conformance/{}", unique_id("c32")));
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/barrier", "type": "bind", "source": s(&barrier),
+            "options": ["rbind", "rw"]
+        }));
         let b = ctx.path(&format!("b{i}"));
         fs::create_dir_all(&b).unwrap();
         write_json(&b.join("config.json"), &c);
@@ -284,12 +186,37 @@ fn thirty_two_concurrent_runs_share_one_boot_without_pid_collisions() {
             .unwrap();
         kids.push((child, o, e));
     }
+    let up = |i: usize| barrier.join(format!("up{i}")).exists();
+    let t0 = Instant::now();
+    while !(0..n).all(up) {
+        if t0.elapsed() > Duration::from_secs(120) {
+            let missing: Vec<_> = (0..n).filter(|i| !up(*i)).collect();
+            fs::write(barrier.join("go"), "").unwrap();
+            panic!(
+                "containers {missing:?} never came up; calls:\n{}\nlog:\n{}",
+                w.calls(),
+                ctx.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // All 32 run at once: one LWK, booted once, 32 leases, nothing torn down yet.
+    let (leases, boots, destroys) = (w.leases(), w.count("\t0 boot\t"), w.count(" destroy "));
+    fs::write(barrier.join("go"), "").unwrap();
+    assert_eq!(leases, n, "leases while all {n} run");
+    assert_eq!(boots, 1, "boots while all run:\n{}", w.calls());
+    assert_eq!(
+        destroys,
+        0,
+        "torn down under running containers:\n{}",
+        w.calls()
+    );
     let mut pids = Vec::new();
     for (child, o, e) in kids {
         let st = wait_timeout(child, Duration::from_secs(120), "lwk-runc run");
         let out = fs::read_to_string(&o).unwrap_or_default();
         assert!(
-            st.success(),
+            st.success() && out.contains("done"),
             "run failed ({st:?}): {out}\n{}\n{}",
             fs::read_to_string(&e).unwrap_or_default(),
             ctx.log_text()
@@ -304,7 +231,7 @@ fn thirty_two_concurrent_runs_share_one_boot_without_pid_collisions() {
     let mut uniq = pids.clone();
     uniq.sort();
     uniq.dedup();
-    assert_eq!(uniq.len(), 32, "launcher pids collided: {pids:?}");
+    assert_eq!(uniq.len(), n, "launcher pids collided: {pids:?}");
     assert_eq!(w.count("\t0 boot\t"), 1, "{}", w.calls());
     assert_eq!(w.count(" destroy "), 1, "{}", w.calls());
     w.assert_clean();
@@ -314,12 +241,15 @@ fn thirty_two_concurrent_runs_share_one_boot_without_pid_collisions() {
 fn boot_panic_fails_every_queued_run_clearly_and_reserves_nothing() {
     let ctx = Ctx::new();
     let w = World::new(&ctx, "");
-    fs::write(w.sim.join("faults"), "boot_panic once\n").unwrap();
+    // `always`: every boot panics, so a run that arrives after the first failure and
+    // boots afresh fails too; all of them must.
+    fs::write(w.sim.join("faults"), "boot_panic always\n").unwrap();
     let b = ctx.bundle(
         "b",
         &cfg_with(&["/bin/true"], &["LWK_KERNEL=mckernel"], None),
     );
-    let kids: Vec<_> = (0..32)
+    let n = 32;
+    let kids: Vec<_> = (0..n)
         .map(|i| {
             let id = ctx.id(&format!("p{i}"));
             let e = ctx.path(&format!("p{i}.err"));
@@ -332,25 +262,200 @@ fn boot_panic_fails_every_queued_run_clearly_and_reserves_nothing() {
             (child, e)
         })
         .collect();
-    let mut failed = 0;
-    for (child, _e) in kids {
-        if !wait_timeout(child, Duration::from_secs(120), "lwk-runc run").success() {
-            failed += 1;
+    for (i, (child, e)) in kids.into_iter().enumerate() {
+        let st = wait_timeout(child, Duration::from_secs(120), "lwk-runc run");
+        let err = fs::read_to_string(&e).unwrap_or_default();
+        assert!(!st.success(), "run {i} succeeded on a panicking LWK");
+        for want in ["McKernel", "PANIC", "kmsg", "simulated boot failure"] {
+            assert!(
+                err.contains(want),
+                "run {i}'s error does not name {want:?}:\n{err}"
+            );
         }
     }
-    let log = ctx.log_text();
-    // Containers that arrived after the failure may boot afresh (the fault was `once`);
-    // every one queued behind the failed boot reports it.
-    assert!(failed >= 1, "no run failed");
+    let boots = w.count("\t0 boot\t");
+    assert!((1..=n).contains(&boots), "{}", w.calls());
+    w.assert_clean();
     assert!(
-        log.contains("McKernel") && log.contains("PANIC") && log.contains("kmsg"),
-        "{log}"
+        !w.sim.join("dev/mcos0").exists(),
+        "the panicked instance was left: {}",
+        w.calls()
     );
+}
+
+#[test]
+fn linger_keeps_the_lwk_up_after_delete_and_the_reaper_tears_it_down() {
+    let ctx = Ctx::new();
+    let w = World::with(
+        &ctx,
+        &WorldOpts {
+            mckernel: "linger_secs = 3",
+            ..Default::default()
+        },
+    );
+    let b = ctx.bundle(
+        "b",
+        &cfg_with(
+            &["/bin/sh", "-c", "echo on-lwk"],
+            &["LWK_KERNEL=mckernel"],
+            None,
+        ),
+    );
+    let out = w.rt(&ctx, &["run", "--bundle", &s(&b), &ctx.id("l1")]);
+    assert!(out.ok(), "{}", ctx.explain(&out));
+    // Right after delete the LWK is still up, with its resources, and no lease.
+    assert_eq!(w.leases(), 0);
+    assert_eq!(w.tool("ihkosctl", &["0", "get", "status"]), "RUNNING");
+    assert_eq!(w.count(" destroy "), 0, "{}", w.calls());
+    // gc within the linger leaves it up too.
+    let out = w.rt(&ctx, &["lwk", "gc"]);
+    assert!(out.ok(), "{}", ctx.explain(&out));
+    assert_eq!(w.tool("ihkosctl", &["0", "get", "status"]), "RUNNING");
+    // A container arriving within the linger reuses it: no second boot.
+    let out = w.rt(&ctx, &["run", "--bundle", &s(&b), &ctx.id("l2")]);
+    assert!(out.ok(), "{}", ctx.explain(&out));
+    assert!(out.stdout.contains("on-lwk"), "{}", out.stdout);
+    assert_eq!(w.count("\t0 boot\t"), 1, "{}", w.calls());
+    assert_eq!(w.count(" destroy "), 0, "{}", w.calls());
+    // Nobody comes back: the reaper the last delete left behind tears it down.
+    // (The reaper runs on its own; wait until its teardown has released everything.)
+    wait_for(
+        Duration::from_secs(15),
+        "the linger reaper's teardown",
+        || {
+            (w.count(" destroy ") == 1
+                && w.reserved().is_empty()
+                && !w.sim.join("dev/mcos0").exists())
+            .then_some(())
+        },
+    );
+    w.assert_clean();
+    assert_eq!(w.count("\t0 boot\t"), 1, "{}", w.calls());
+}
+
+#[test]
+fn script_boot_mode_boots_with_mcreboot_and_stops_with_mcstop() {
+    let ctx = Ctx::new();
+    let w = World::with(
+        &ctx,
+        &WorldOpts {
+            mckernel: "boot_mode = \"script\"",
+            no_modprobe: true,
+            ..Default::default()
+        },
+    );
+    let b = ctx.bundle(
+        "b",
+        &cfg_with(&["/bin/sh", "-c", SHOW], &["LWK_KERNEL=mckernel"], None),
+    );
+    let mut c = w.cmd(&ctx, &["run", "--bundle", &s(&b), &ctx.id("script")]);
+    c.env("LWK_SIM_SCRIPT_SLEEP_MS", "100");
+    let out = ctx.run_cmd(c);
+    assert!(out.ok(), "{}", ctx.explain(&out));
+    assert!(out.stdout.contains("hello"), "{}", out.stdout);
+    assert!(out.stdout.contains("mcexec"), "{}", out.stdout);
+    let calls = w.calls();
+    let tools: Vec<&str> = calls.lines().filter_map(|l| l.split('\t').nth(1)).collect();
+    assert_eq!(
+        tools.iter().filter(|t| **t == "mcreboot.sh").count(),
+        1,
+        "{calls}"
+    );
+    assert_eq!(
+        tools.iter().filter(|t| **t == "mcstop+release.sh").count(),
+        1,
+        "{calls}"
+    );
+    // The script did the boot, and the stop script came after it.
+    let pos = |t: &str| tools.iter().position(|x| *x == t).unwrap();
+    assert!(pos("mcreboot.sh") < pos("mcstop+release.sh"), "{calls}");
+    assert_eq!(w.count("\t0 boot\t"), 1, "{calls}");
+    w.assert_clean();
     assert!(
-        log.contains("simulated boot failure"),
-        "kmsg tail missing: {log}"
+        !w.sim.join("dev/mcd0").exists(),
+        "mcstop+release.sh left the modules loaded: {calls}"
     );
-    assert!(w.count("\t0 boot\t") >= 1, "{}", w.calls());
+}
+
+/// `cat /proc/self/status` run by exec: is it under mcexec and pinned to the LWK CPU?
+const EXEC_SHOW: &str =
+    "grep Cpus_allowed_list /proc/self/status; tr '\\0' ' ' < /proc/$PPID/cmdline; echo";
+
+#[test]
+fn exec_runs_on_linux_unless_its_own_env_asks_for_the_lwk() {
+    let ctx = Ctx::new();
+    let w = World::new(&ctx, "");
+    let b = ctx.bundle(
+        "b",
+        &cfg_with(&["/bin/sleep", "100"], &["LWK_KERNEL=mckernel"], None),
+    );
+    let id = ctx.id("exec");
+    let out = w.rt(&ctx, &["run", "--detach", "--bundle", &s(&b), &id]);
+    assert!(out.ok(), "{}", ctx.explain(&out));
+    let linux_cpus = format!(
+        "Cpus_allowed_list:\t{}",
+        fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+    );
+    // Default: the container's LWK_KERNEL is inherited, not asked for: Linux.
+    let out = w.rt(&ctx, &["exec", &id, "/bin/sh", "-c", EXEC_SHOW]);
+    assert!(out.ok(), "{}", ctx.explain(&out));
+    assert!(!out.stdout.contains("mcexec"), "{}", out.stdout);
+    assert!(out.stdout.contains(&linux_cpus), "{}", out.stdout);
+    // Docker/containerd style: a process.json carrying the container's env unchanged.
+    let mut p = cfg_with(
+        &["/bin/sh", "-c", EXEC_SHOW],
+        &["LWK_KERNEL=mckernel"],
+        None,
+    )["process"]
+        .clone();
+    let pf = ctx.path("process.json");
+    write_json(&pf, &p);
+    let out = w.rt(&ctx, &["exec", "--process", &s(&pf), &id]);
+    assert!(out.ok(), "{}", ctx.explain(&out));
+    assert!(!out.stdout.contains("mcexec"), "{}", out.stdout);
+    // Its own -e LWK_KERNEL asks for the LWK: under mcexec, on the LWK CPU.
+    let out = w.rt(
+        &ctx,
+        &[
+            "exec",
+            "-e",
+            "LWK_KERNEL=mckernel",
+            &id,
+            "/bin/sh",
+            "-c",
+            EXEC_SHOW,
+        ],
+    );
+    assert!(out.ok(), "{}", ctx.explain(&out));
+    assert!(out.stdout.contains("mcexec"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("Cpus_allowed_list:\t1\n"),
+        "{}",
+        out.stdout
+    );
+    // Through --process, a value that is not the inherited one asks too.
+    p["env"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e != "LWK_KERNEL=mckernel");
+    p["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("LWK_KERNEL=McKernel"));
+    write_json(&pf, &p);
+    let out = w.rt(&ctx, &["exec", "--process", &s(&pf), &id]);
+    assert!(out.ok(), "{}", ctx.explain(&out));
+    assert!(out.stdout.contains("mcexec"), "{}", out.stdout);
+    // One LWK for all of it, torn down with the container.
+    let out = w.rt(&ctx, &["delete", "--force", &id]);
+    assert!(out.ok(), "{}", ctx.explain(&out));
+    assert_eq!(w.count("\t0 boot\t"), 1, "{}", w.calls());
+    assert_eq!(w.count(" destroy "), 1, "{}", w.calls());
     w.assert_clean();
 }
 

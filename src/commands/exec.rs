@@ -30,27 +30,57 @@ pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
         ),
     }
 
-    let mut process = match &args.process {
+    let load_spec = || {
+        let spec_path = container.bundle().join("config.json");
+        Spec::load(&spec_path)
+            .with_context(|| format!("loading the container's spec {}", spec_path.display()))
+    };
+    let env_of = |spec: &Spec| {
+        spec.process()
+            .as_ref()
+            .and_then(|p| p.env().clone())
+            .unwrap_or_default()
+    };
+    // `inherited`: the container's own env entries this process may carry without
+    // asking for anything (see lwk::policy on exec).
+    let (mut process, inherited) = match &args.process {
         Some(path) => {
             let data = std::fs::read(path)
                 .with_context(|| format!("reading process file {}", path.display()))?;
-            serde_json::from_slice::<Process>(&data)
-                .with_context(|| format!("parsing process file {}", path.display()))?
+            let process = serde_json::from_slice::<Process>(&data)
+                .with_context(|| format!("parsing process file {}", path.display()))?;
+            // Only a process that names an LWK needs the container's env to compare with.
+            let names_lwk = process.env().as_ref().is_some_and(|e| {
+                crate::lwk::policy::env_get(e, crate::lwk::policy::ENV_KERNEL).is_some()
+            });
+            let inherited = if names_lwk {
+                env_of(&load_spec()?)
+            } else {
+                Vec::new()
+            };
+            (process, inherited)
         }
         None => {
             if args.command.is_empty() {
                 bail!("exec needs a command to run, or --process");
             }
-            let spec_path = container.bundle().join("config.json");
-            let spec = Spec::load(&spec_path)
-                .with_context(|| format!("loading the container's spec {}", spec_path.display()))?;
-            process_from_args(spec.process().clone().unwrap_or_default(), args)?
+            let spec = load_spec()?;
+            let mut inherited = env_of(&spec);
+            // `-e LWK_KERNEL=...` on our own command line is the process's own wish.
+            let key = format!("{}=", crate::lwk::policy::ENV_KERNEL);
+            if args.env.iter().any(|kv| kv.starts_with(&key)) {
+                inherited.retain(|e| !e.starts_with(&key));
+            }
+            (
+                process_from_args(spec.process().clone().unwrap_or_default(), args)?,
+                inherited,
+            )
         }
     };
 
     // An exec'd process runs on Linux unless its own env asks for the LWK.
     let cfg = crate::config::Config::load()?;
-    crate::lwk::rewrite_exec_process(&cfg, &ctx.root, id, &mut process)?;
+    crate::lwk::rewrite_exec_process(&cfg, &ctx.root, id, &mut process, &inherited)?;
 
     // Written inside the container's state directory, which only root can reach.
     let process_file = ctx

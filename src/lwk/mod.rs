@@ -308,18 +308,21 @@ pub fn release(cfg: &Config, root: &Path, id: &str) -> Result<(), LwkError> {
     })
 }
 
-/// exec: if the process's own env asks for the LWK, prefix its args with the launcher.
+/// exec: if the process's own env asks for the LWK (not an `LWK_KERNEL` it inherited from
+/// `inherited`, the container's env; see policy.rs), prefix its args with the launcher.
 pub fn rewrite_exec_process(
     cfg: &Config,
     root: &Path,
     id: &str,
     process: &mut Process,
+    inherited: &[String],
 ) -> Result<(), LwkError> {
     let env = process.env().clone().unwrap_or_default();
-    let Some(req) = policy::decide_exec(cfg, &env).map_err(|source| LwkError::Policy {
-        id: id.into(),
-        source,
-    })?
+    let Some(req) =
+        policy::decide_exec(cfg, &env, inherited).map_err(|source| LwkError::Policy {
+            id: id.into(),
+            source,
+        })?
     else {
         return Ok(());
     };

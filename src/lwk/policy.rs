@@ -6,6 +6,18 @@
 //! allow-list: they end up on a root-run launcher's command line, so anything that could
 //! name a file, smuggle a positional argument or reach a shell is refused here, before
 //! any lock is taken or anything is reserved.
+//!
+//! Processes started with `exec` run on Linux unless their own env asks for the LWK.
+//! Engines build an exec'd process's env from the container's (Docker merges the
+//! container's env under `docker exec -e`), so an `LWK_KERNEL` the container itself
+//! carries is not a request. The rule ([`decide_exec`]): an exec'd process runs on the
+//! LWK only if its env sets `LWK_KERNEL` to a value that was not inherited, i.e. the
+//! container's own env has no `LWK_KERNEL` entry or a different one (compared as
+//! written). `lwk-runc exec -e LWK_KERNEL=...` always counts as the process's own, since
+//! the runtime sees the flag. Through an engine (`--process`), the inherited value cannot
+//! be told apart from the same value given again, so in a container started with
+//! `LWK_KERNEL=mckernel` ask with another spelling (`docker exec -e LWK_KERNEL=McKernel`;
+//! values are case-insensitive). Annotations and the config's default never apply to exec.
 
 use std::collections::HashMap;
 
@@ -85,12 +97,21 @@ pub fn decide(
     Ok(Some(LwkRequest { kind, args }))
 }
 
-/// Decide for a process started by `exec`: only its own env can ask (no default, no
-/// annotations), so a debugging shell exec'd into an LWK container runs on Linux.
-pub fn decide_exec(cfg: &Config, env: &[String]) -> Result<Option<LwkRequest>, PolicyError> {
+/// Decide for a process started by `exec` (see the module doc): `env` is the process's
+/// env, `inherited` the container's own env entries it may have inherited. Only an
+/// `LWK_KERNEL` entry that is not among the inherited ones asks; no default, no
+/// annotations, so a debugging shell exec'd into an LWK container runs on Linux.
+pub fn decide_exec(
+    cfg: &Config,
+    env: &[String],
+    inherited: &[String],
+) -> Result<Option<LwkRequest>, PolicyError> {
     let Some(v) = env_get(env, ENV_KERNEL) else {
         return Ok(None);
     };
+    if env_get(inherited, ENV_KERNEL) == Some(v) {
+        return Ok(None);
+    }
     let Some(kind) = parse_kernel(v, ENV_KERNEL)? else {
         return Ok(None);
     };
@@ -333,9 +354,28 @@ mod tests {
     fn exec_only_listens_to_its_own_env() {
         let mut c = cfg();
         c.default_kernel = crate::config::KernelChoice::Mckernel;
-        assert_eq!(decide_exec(&c, &[]), Ok(None));
-        assert!(decide_exec(&c, &env(&["LWK_KERNEL=mos"]))
+        assert_eq!(decide_exec(&c, &[], &[]), Ok(None));
+        assert!(decide_exec(&c, &env(&["LWK_KERNEL=mos"]), &[])
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn exec_ignores_the_lwk_kernel_it_inherited() {
+        let c = cfg();
+        let container = env(&["PATH=/bin", "LWK_KERNEL=mckernel", "LWK_ARGS=-t 2"]);
+        // Docker's exec env: the container's env, passed down unchanged.
+        assert_eq!(decide_exec(&c, &container, &container), Ok(None));
+        // A value of its own (another kernel, or another spelling) asks.
+        let own = env(&["PATH=/bin", "LWK_KERNEL=McKernel", "LWK_ARGS=-t 2"]);
+        let r = decide_exec(&c, &own, &container).unwrap().unwrap();
+        assert_eq!(r.kind, LwkKind::McKernel);
+        assert_eq!(r.args, vec!["-t", "2"]);
+        let r = decide_exec(&c, &env(&["LWK_KERNEL=mos"]), &container)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.kind, LwkKind::Mos);
+        // Hostile args are refused for exec too.
+        assert!(decide_exec(&c, &env(&["LWK_KERNEL=mos", "LWK_ARGS=-c /x"]), &container).is_err());
     }
 }
