@@ -321,6 +321,7 @@ fn docker_end_to_end() {
         .tempdir_in("/tmp")
         .expect("temp dir");
     let w = World::at(node_dir.path(), &WorldOpts::default());
+    let setup_calls = w.calls();
     let d = Daemon::start(&dockerd, &w.env());
     let rootfs = d.dir.path().join("rootfs");
     build_rootfs(&rootfs);
@@ -433,7 +434,11 @@ fn docker_end_to_end() {
     let out = d.docker(&["inspect", "-f", "{{.State.ExitCode}}", &name]);
     assert_eq!(out.stdout.trim(), "0");
     d.docker(&["rm", &name]);
-    assert_eq!(w.calls(), "", "containers without an LWK called LWK tools");
+    assert_eq!(
+        w.calls(),
+        setup_calls,
+        "containers without an LWK called LWK tools"
+    );
 
     docker_on_the_simulated_lwk(&d, &w, &run);
     eprintln!("docker end-to-end took {:?}", t_start.elapsed());
@@ -443,6 +448,7 @@ fn docker_end_to_end() {
 /// runtime was pointed at.
 fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
     let show = "echo hello-lwk; grep Cpus_allowed_list /proc/self/status; \
+                echo personality=$(cat /proc/self/personality); \
                 tr '\\0' ' ' < /proc/$PPID/cmdline; echo";
     let out = d.docker(&[run, &["-e", "LWK_KERNEL=mckernel", IMAGE, "sh", "-c", show]].concat());
     assert!(out.stdout.contains("hello-lwk"), "{}", out.stdout);
@@ -456,11 +462,18 @@ fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
         "the workload's parent is not mcexec: {}",
         out.stdout
     );
+    // mcexec disabled ASLR although Docker's seccomp profile limits personality(2).
+    assert!(
+        out.stdout.contains("personality=00040000"),
+        "{}",
+        out.stdout
+    );
     // `--rm` returns once the container is removed; the runtime's delete tore down.
     let calls = w.calls();
     assert_eq!(w.count("\t0 boot\t"), 1, "{calls}");
     assert_eq!(w.count(" destroy "), 1, "{calls}");
     w.assert_clean();
+    let reserves = w.count(" reserve ");
 
     // Hostile launcher arguments: docker reports the runtime's refusal, nothing booted.
     let out = d.try_docker(
@@ -491,9 +504,10 @@ fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
         out.stderr
     );
     assert_eq!(
-        w.calls(),
-        calls,
-        "the refused container reached the LWK tools"
+        w.count(" reserve "),
+        reserves,
+        "the refused container reached the LWK: {}",
+        w.calls()
     );
     w.assert_clean();
 }

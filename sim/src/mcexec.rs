@@ -236,7 +236,17 @@ fn reexec_once(argv: &[String]) {
     if pers < 0 || pers & libc::ADDR_NO_RANDOMIZE != 0 {
         return;
     }
-    unsafe { libc::personality((pers | libc::ADDR_NO_RANDOMIZE) as libc::c_ulong) };
+    // SAFETY: personality(2) with an integer argument.
+    if unsafe { libc::personality((pers | libc::ADDR_NO_RANDOMIZE) as libc::c_ulong) } < 0 {
+        // A seccomp profile that forbids it (Docker's default does): re-executing now
+        // would find ASLR still on and re-execute forever. We do not know that the real
+        // proxy carries on with ASLR, so fail loudly rather than pretend.
+        eprintln!(
+            "mcexec: personality(ADDR_NO_RANDOMIZE): {}",
+            std::io::Error::last_os_error()
+        );
+        std::process::exit(1);
+    }
     let cargs: Vec<_> = argv.iter().map(|a| cstr(a)).collect();
     let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
     ptrs.push(std::ptr::null());

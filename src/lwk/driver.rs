@@ -61,6 +61,8 @@ pub struct ContainerFacts {
     pub rw_binds: Vec<(PathBuf, PathBuf)>,
     pub tmpfs: Vec<PathBuf>,
     pub unmask: Vec<String>,
+    /// `personality(2)` values the launcher sets (see rewrite.rs).
+    pub personalities: Vec<u64>,
 }
 
 pub trait Driver {

@@ -197,6 +197,12 @@ impl Driver for McKernel<'_> {
                 "/sys/devices/virtual/mcos".into(),
                 "/sys/class/mcos".into(),
             ],
+            // mcexec sets ADDR_NO_RANDOMIZE on its personality (PER_LINUX, PER_LINUX32,
+            // UNAME26 as Docker's profile allows them) and re-execs itself.
+            personalities: [0x0, 0x8, 0x20000, 0x20008]
+                .iter()
+                .map(|p| p | libc::ADDR_NO_RANDOMIZE as u64)
+                .collect(),
         })
     }
 

@@ -262,6 +262,7 @@ pub fn prepare_create(
         facts.rw_binds = c.rw_binds;
         facts.tmpfs = c.tmpfs;
         facts.unmask = c.unmask;
+        facts.personalities = c.personalities;
         rewrite::rewrite(spec, &req, &facts, &rootfs).map_err(|source| LwkError::Rewrite {
             id: id.into(),
             kind,

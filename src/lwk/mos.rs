@@ -88,6 +88,7 @@ impl Driver for Mos<'_> {
             rw_binds: vec![(self.cfg.sysfs.clone(), PathBuf::from(MOS_SYSFS))],
             tmpfs,
             unmask: vec![MOS_SYSFS.into()],
+            personalities: vec![],
         })
     }
 

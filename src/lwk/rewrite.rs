@@ -7,11 +7,16 @@
 //! binds for the launcher closures under the container's /dev tmpfs; the LWK devices
 //! (a device node + cgroup rule for a real char device, a rw bind for the simulator's
 //! regular files); rw binds for sysfs views (mOS); the LWK's /proc and sysfs views removed
-//! from maskedPaths/readonlyPaths.
+//! from maskedPaths/readonlyPaths; when the container has a seccomp profile, the
+//! `personality` values the launcher must set (mcexec disables ASLR and re-execs itself,
+//! which Docker's default profile forbids) are allowed.
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, Mount, Process, Spec};
+use oci_spec::runtime::{
+    LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxSeccompAction, LinuxSeccompArgBuilder,
+    LinuxSeccompOperator, LinuxSyscall, Mount, Process, Spec,
+};
 
 use crate::lwk::LwkRequest;
 
@@ -60,6 +65,8 @@ pub struct NodeFacts {
     pub tmpfs: Vec<PathBuf>,
     /// Path prefixes to drop from maskedPaths and readonlyPaths.
     pub unmask: Vec<String>,
+    /// `personality(2)` values the launcher sets; allowed in a seccomp profile if there is one.
+    pub personalities: Vec<u64>,
 }
 
 /// `rootfs` is the caller's rootfs made absolute (bundle-relative paths resolved by the caller).
@@ -144,6 +151,25 @@ pub fn rewrite(
     }
     if let Some(r) = linux.readonly_paths().clone() {
         linux.set_readonly_paths(Some(r.into_iter().filter(|p| keep(p)).collect()));
+    }
+    if let (Some(mut seccomp), false) = (linux.seccomp().clone(), facts.personalities.is_empty()) {
+        // Rules for one syscall are OR'ed: these add to whatever the profile allows.
+        let mut syscalls = seccomp.syscalls().clone().unwrap_or_default();
+        for &value in &facts.personalities {
+            let arg = LinuxSeccompArgBuilder::default()
+                .index(0usize)
+                .value(value)
+                .op(LinuxSeccompOperator::ScmpCmpEq)
+                .build()
+                .expect("all fields of a seccomp argument are set");
+            let mut rule = LinuxSyscall::default();
+            rule.set_names(vec!["personality".into()]);
+            rule.set_action(LinuxSeccompAction::ScmpActAllow);
+            rule.set_args(Some(vec![arg]));
+            syscalls.push(rule);
+        }
+        seccomp.set_syscalls(Some(syscalls));
+        linux.set_seccomp(Some(seccomp));
     }
     out.set_linux(Some(linux));
     out.set_mounts(Some(mounts));
@@ -339,6 +365,35 @@ mod tests {
             l.readonly_paths().as_ref().unwrap(),
             &vec!["/proc/sys".to_string()]
         );
+    }
+
+    #[test]
+    fn launcher_personality_is_allowed_only_where_a_profile_exists() {
+        let mut f = facts();
+        f.personalities = vec![0x40000];
+        let out = rewrite(&base_spec(), &req(), &f, Path::new("/b/rootfs")).unwrap();
+        assert!(out.linux().as_ref().unwrap().seccomp().is_none());
+        let mut spec = base_spec();
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        let mut sc = oci_spec::runtime::LinuxSeccomp::default();
+        sc.set_default_action(LinuxSeccompAction::ScmpActErrno);
+        linux.set_seccomp(Some(sc));
+        spec.set_linux(Some(linux));
+        let out = rewrite(&spec, &req(), &f, Path::new("/b/rootfs")).unwrap();
+        let calls = out
+            .linux()
+            .as_ref()
+            .unwrap()
+            .seccomp()
+            .as_ref()
+            .unwrap()
+            .syscalls()
+            .clone()
+            .unwrap();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].names(), &vec!["personality".to_string()]);
+        assert_eq!(calls[0].action(), LinuxSeccompAction::ScmpActAllow);
+        assert_eq!(calls[0].args().as_ref().unwrap()[0].value(), 0x40000);
     }
 
     #[test]
