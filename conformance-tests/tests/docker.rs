@@ -473,6 +473,54 @@ fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
     assert_eq!(w.count("\t0 boot\t"), 1, "{calls}");
     assert_eq!(w.count(" destroy "), 1, "{calls}");
     w.assert_clean();
+
+    // docker exec into an LWK container: Docker hands the exec the container's env, so
+    // LWK_KERNEL arrives inherited; the process runs on Linux unless it asks itself.
+    let name = format!("lwkc-lwk-{}", std::process::id());
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--runtime",
+        RUNTIME_NAME,
+        "--network",
+        "none",
+        "-e",
+        "LWK_KERNEL=mckernel",
+        IMAGE,
+        "sleep",
+        "100",
+    ]);
+    let parent = "tr '\\0' ' ' < /proc/$PPID/cmdline; echo";
+    let out = d.docker(&["exec", &name, "sh", "-c", parent]);
+    assert!(
+        !out.stdout.contains("mcexec"),
+        "plain docker exec ran on the LWK: {}",
+        out.stdout
+    );
+    let out = d.docker(&[
+        "exec",
+        "-e",
+        "LWK_KERNEL=McKernel",
+        &name,
+        "sh",
+        "-c",
+        parent,
+    ]);
+    assert!(
+        out.stdout.contains("mcexec"),
+        "exec asking for the LWK ran on Linux: {}",
+        out.stdout
+    );
+    d.docker(&["rm", "-f", &name]);
+    wait_for(
+        Duration::from_secs(20),
+        "teardown after docker rm -f",
+        || (w.count(" destroy ") == 2 && w.leases() == 0).then_some(()),
+    );
+    assert_eq!(w.count("\t0 boot\t"), 2, "{}", w.calls());
+    w.assert_clean();
     let reserves = w.count(" reserve ");
 
     // Hostile launcher arguments: docker reports the runtime's refusal, nothing booted.
