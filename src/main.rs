@@ -60,7 +60,7 @@ fn main() {
     match commands::dispatch(cli) {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            let msg = format!("{err:#}");
+            let msg = one_line(&err);
             tracing::error!("{msg}");
             // runc prints the fatal error on stderr as well; with the log in a file this
             // is what a person running the command by hand sees.
@@ -70,4 +70,18 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// The error and its causes on one line, as `{:#}` would print them, but without a
+/// cause whose text an outer message already carries (the LWK errors embed their
+/// source in their own message).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
 }

@@ -249,6 +249,7 @@ mod tests {
             rw_binds: vec![],
             tmpfs: vec![],
             unmask: vec!["/proc/mcos0".into(), "/sys/devices/virtual/mcos".into()],
+            personalities: vec![],
         }
     }
 
