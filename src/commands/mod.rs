@@ -11,6 +11,7 @@ mod exec;
 mod features;
 mod kill;
 mod list;
+mod lwk;
 mod pause;
 mod ps;
 mod run;
@@ -80,6 +81,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Features => features::run().map(|_| 0),
         Command::Checkpoint(_) => checkpoint::unsupported("checkpoint"),
         Command::Restore(_) => checkpoint::unsupported("restore"),
+        Command::Lwk(args) => lwk::admin(&args.action).map(|_| 0),
+        Command::Hook(args) => lwk::hook(args.stage).map(|_| 0),
+        Command::LwkReap { secs } => lwk::reap(secs).map(|_| 0),
     }
 }
 
