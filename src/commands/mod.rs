@@ -118,6 +118,19 @@ pub fn load(ctx: &Ctx, id: &str) -> Result<Container> {
     Ok(container)
 }
 
+/// The container's cgroup, for the commands that read or change it (ps, events, update).
+pub fn cgroup_manager(container: &Container) -> Result<libcgroups::common::AnyCgroupManager> {
+    let config = container
+        .spec()
+        .context("loading the container's cgroup path")?;
+    libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: config.cgroup_path,
+        systemd_cgroup: container.systemd(),
+        container_name: container.id().to_owned(),
+    })
+    .context("opening the container's cgroup")
+}
+
 /// runc's lowercase status names.
 pub fn status_name(status: ContainerStatus) -> &'static str {
     match status {
