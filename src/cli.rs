@@ -102,6 +102,16 @@ pub enum Command {
     Checkpoint(Passthrough),
     /// restore a container from a previous checkpoint (not supported)
     Restore(Passthrough),
+    /// the LWK on this node: status, and garbage collection of stale leases
+    Lwk(LwkCmd),
+    /// the LWK lease logic as an OCI hook (state JSON on stdin), for runc, crun and podman users
+    Hook(HookCmd),
+    /// internal: the linger reaper; sleeps, then tears the LWK down if still idle
+    #[command(name = "lwk-reap", hide = true)]
+    LwkReap {
+        /// seconds to linger before checking
+        secs: u64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -326,4 +336,48 @@ pub struct Update {
 pub struct Passthrough {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LwkCmd {
+    #[command(subcommand)]
+    pub action: LwkAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LwkAction {
+    /// show each kernel, its instance status, CPUs, memory, boot mode and leases
+    Status {
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table, alias = "text")]
+        format: ListFormat,
+    },
+    /// drop leases of containers that no longer exist; tear the LWK down if none remain
+    Gc,
+}
+
+#[derive(Args, Debug)]
+pub struct HookCmd {
+    /// the OCI lifecycle stage this hook is installed at
+    #[arg(value_enum)]
+    pub stage: HookStage,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookStage {
+    #[value(name = "prestart")]
+    Prestart,
+    #[value(name = "createRuntime")]
+    CreateRuntime,
+    #[value(name = "poststop")]
+    Poststop,
+}
+
+impl HookStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookStage::Prestart => "prestart",
+            HookStage::CreateRuntime => "createRuntime",
+            HookStage::Poststop => "poststop",
+        }
+    }
 }

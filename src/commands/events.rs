@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
+use libcgroups::common::CgroupManager;
 use libcontainer::container::ContainerStatus;
 
-use super::{load, Ctx};
+use super::{cgroup_manager, load, Ctx};
 use crate::cli::Events;
 
 pub fn run(ctx: &Ctx, args: &Events) -> Result<()> {
@@ -17,15 +17,7 @@ pub fn run(ctx: &Ctx, args: &Events) -> Result<()> {
     if container.status() == ContainerStatus::Stopped {
         bail!("container not running");
     }
-    let config = container
-        .spec()
-        .context("loading the container's cgroup path")?;
-    let manager = create_cgroup_manager(CgroupConfig {
-        cgroup_path: config.cgroup_path,
-        systemd_cgroup: container.systemd(),
-        container_name: id.to_owned(),
-    })
-    .context("opening the container's cgroup")?;
+    let manager = cgroup_manager(&container)?;
     loop {
         let stats = manager.stats().context("reading cgroup statistics")?;
         let event = serde_json::json!({"type": "stats", "id": id, "data": stats});

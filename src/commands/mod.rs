@@ -11,6 +11,7 @@ mod exec;
 mod features;
 mod kill;
 mod list;
+mod lwk;
 mod pause;
 mod ps;
 mod run;
@@ -80,6 +81,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Features => features::run().map(|_| 0),
         Command::Checkpoint(_) => checkpoint::unsupported("checkpoint"),
         Command::Restore(_) => checkpoint::unsupported("restore"),
+        Command::Lwk(args) => lwk::admin(&args.action).map(|_| 0),
+        Command::Hook(args) => lwk::hook(args.stage).map(|_| 0),
+        Command::LwkReap { secs } => lwk::reap(secs).map(|_| 0),
     }
 }
 
@@ -112,6 +116,19 @@ pub fn load(ctx: &Ctx, id: &str) -> Result<Container> {
         record.correct_status(&mut container);
     }
     Ok(container)
+}
+
+/// The container's cgroup, for the commands that read or change it (ps, events, update).
+pub fn cgroup_manager(container: &Container) -> Result<libcgroups::common::AnyCgroupManager> {
+    let config = container
+        .spec()
+        .context("loading the container's cgroup path")?;
+    libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: config.cgroup_path,
+        systemd_cgroup: container.systemd(),
+        container_name: container.id().to_owned(),
+    })
+    .context("opening the container's cgroup")
 }
 
 /// runc's lowercase status names.

@@ -1,9 +1,9 @@
 //! `ps`: the processes of a container, from its cgroup.
 
 use anyhow::{bail, Context, Result};
-use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
+use libcgroups::common::CgroupManager;
 
-use super::{load, Ctx};
+use super::{cgroup_manager, load, Ctx};
 use crate::cli::{ListFormat, Ps};
 
 pub fn run(ctx: &Ctx, args: &Ps) -> Result<()> {
@@ -17,15 +17,7 @@ pub fn run(ctx: &Ctx, args: &Ps) -> Result<()> {
 
 pub fn container_pids(ctx: &Ctx, id: &str) -> Result<Vec<i32>> {
     let container = load(ctx, id)?;
-    let config = container
-        .spec()
-        .context("loading the container's cgroup path")?;
-    let manager = create_cgroup_manager(CgroupConfig {
-        cgroup_path: config.cgroup_path,
-        systemd_cgroup: container.systemd(),
-        container_name: id.to_owned(),
-    })
-    .context("opening the container's cgroup")?;
+    let manager = cgroup_manager(&container)?;
     let mut pids: Vec<i32> = manager
         .get_all_pids()
         .context("listing the container's processes")?

@@ -4,10 +4,10 @@
 use std::io::Read;
 
 use anyhow::{Context, Result};
-use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager, ControllerOpt};
+use libcgroups::common::{CgroupManager, ControllerOpt};
 use oci_spec::runtime::{LinuxPids, LinuxResources};
 
-use super::{load, Ctx};
+use super::{cgroup_manager, load, Ctx};
 use crate::cli::Update;
 use crate::commands::create::describe;
 
@@ -31,15 +31,7 @@ pub fn run(ctx: &Ctx, args: &Update) -> Result<()> {
     };
     apply_flags(&mut resources, args);
 
-    let config = container
-        .spec()
-        .context("loading the container's cgroup path")?;
-    let manager = create_cgroup_manager(CgroupConfig {
-        cgroup_path: config.cgroup_path,
-        systemd_cgroup: container.systemd(),
-        container_name: id.to_owned(),
-    })
-    .context("opening the container's cgroup")?;
+    let manager = cgroup_manager(&container)?;
     manager
         .apply(&ControllerOpt {
             resources: &resources,

@@ -447,96 +447,14 @@ pub fn status(cfg: &Config, json: bool) -> Result<String, LwkError> {
     Ok(s)
 }
 
-/// Hidden subcommands that must run before any CLI parsing: `lwk-init` is a container's
-/// PID 1, `lwk-reap <secs>` the linger reaper. Returns the exit code if it handled argv.
+/// `lwk-init` runs before any CLI parsing: it is a container's PID 1, started for
+/// every LWK container, and needs none of the runtime's set-up. Returns the exit
+/// code if it handled argv.
 pub fn hidden_main(args: &[OsString]) -> Option<i32> {
     if args.get(1).and_then(|a| a.to_str()) == Some("lwk-init") {
         return Some(init::main(&args[2..]));
     }
-    // The admin commands come after runc's global flags, as engines and scripts pass them.
-    let mut i = 1;
-    while let Some(a) = args.get(i).and_then(|a| a.to_str()) {
-        match a {
-            "--root" | "--log" | "--log-format" | "--criu" | "--rootless" => i += 2,
-            _ if a.starts_with('-') => i += 1,
-            _ => break,
-        }
-    }
-    let args = &args[i - 1..];
-    match args.get(1)?.to_str()? {
-        "lwk-reap" => {
-            let secs: u64 = args
-                .get(2)
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            std::thread::sleep(std::time::Duration::from_secs(secs));
-            let code = match Config::load()
-                .map_err(|e| e.to_string())
-                .and_then(|c| gc(&c).map_err(|e| e.to_string()))
-            {
-                Ok(_) => 0,
-                Err(e) => {
-                    eprintln!("lwk-runc lwk-reap: {e}");
-                    1
-                }
-            };
-            Some(code)
-        }
-        "lwk" => Some(admin_main(&args[2..])),
-        "hook" => {
-            let stage = args.get(2).and_then(|s| s.to_str()).unwrap_or("");
-            let res = Config::load()
-                .map_err(|e| e.to_string())
-                .and_then(|c| crate::hook::main(&c, stage).map_err(|e| e.to_string()));
-            Some(match res {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("{e}");
-                    1
-                }
-            })
-        }
-        _ => None,
-    }
-}
-
-/// `lwk-runc lwk status [--format json|text]` and `lwk-runc lwk gc`.
-fn admin_main(args: &[OsString]) -> i32 {
-    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
-    let cfg = match Config::load() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("lwk-runc: {e}");
-            return 1;
-        }
-    };
-    let res = match args.as_slice() {
-        ["status"] | ["status", "--format", "text"] | ["status", "--format=text"] => {
-            status(&cfg, false)
-        }
-        ["status", "--format", "json"] | ["status", "--format=json"] => status(&cfg, true),
-        ["gc"] => gc(&cfg).map(|dropped| {
-            dropped
-                .iter()
-                .map(|id| format!("dropped stale lease of {id}\n"))
-                .collect::<String>()
-        }),
-        _ => {
-            eprintln!("usage: lwk-runc lwk status [--format text|json]\n       lwk-runc lwk gc");
-            return 2;
-        }
-    };
-    match res {
-        Ok(s) => {
-            print!("{s}");
-            0
-        }
-        Err(e) => {
-            eprintln!("lwk-runc: {e}");
-            1
-        }
-    }
+    None
 }
 
 /// Tests that drive the simulator set LWK_SIM_ROOT for the whole process; they take

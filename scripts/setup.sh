@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what lwk-runc needs on a fresh Debian 12 machine (as root), builds it,
+# and installs the LWK simulator at /opt/lwk-sim. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  pkg-config libseccomp-dev   # libcontainer's seccomp support
+  runc                        # the reference runtime the suite and benches compare against
+  docker.io                   # the Docker end-to-end tests (private dockerd)
+  busybox-static              # the test and demo rootfs
+  musl-tools                  # a musl-only rootfs for the launcher-closure test
+  patchelf                    # makes a dynamically linked launcher run in any rootfs
+  procps util-linux psmisc    # ps (lwk-runc ps), unshare (simulator tests)
+  hyperfine time python3      # benchmarks
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "==> installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "==> building lwk-runc and lwk-sim (release)"
+cargo build --release --workspace --quiet
+
+echo "==> installing the LWK simulator at /opt/lwk-sim"
+rm -rf /opt/lwk-sim.new
+target/release/lwk-sim install --prefix /opt/lwk-sim.new
+rm -rf /opt/lwk-sim
+mv /opt/lwk-sim.new /opt/lwk-sim

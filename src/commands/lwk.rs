@@ -1,0 +1,39 @@
+//! `lwk status|gc`, `hook <stage>` and the linger reaper: the node's LWK, administered
+//! through the same CLI, logs and error reporting as every other command.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::cli::{HookStage, ListFormat, LwkAction};
+use crate::config::Config;
+
+pub fn admin(action: &LwkAction) -> Result<()> {
+    let cfg = Config::load()?;
+    match action {
+        LwkAction::Status { format } => {
+            print!("{}", crate::lwk::status(&cfg, *format == ListFormat::Json)?);
+        }
+        LwkAction::Gc => {
+            for id in crate::lwk::gc(&cfg)? {
+                println!("dropped stale lease of {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn hook(stage: HookStage) -> Result<()> {
+    let cfg = Config::load()?;
+    crate::hook::main(&cfg, stage.as_str())?;
+    Ok(())
+}
+
+/// Started detached by the last release when `linger_secs` > 0; gc tears down only
+/// if no container has taken a lease in the meantime.
+pub fn reap(secs: u64) -> Result<()> {
+    std::thread::sleep(Duration::from_secs(secs));
+    let cfg = Config::load()?;
+    crate::lwk::gc(&cfg)?;
+    Ok(())
+}
