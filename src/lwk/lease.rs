@@ -159,6 +159,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     res
 }
 
+/// The outcome of [`Table::sweep`].
+pub struct Swept {
+    /// Live leases, keyed by lease key, oldest first.
+    pub live: Vec<(String, Lease)>,
+    /// Ids of the containers whose stale leases were dropped.
+    pub dropped: Vec<String>,
+}
+
 impl Table {
     /// Take the node lock (blocking), creating the directory on first use.
     pub fn lock(dir: &Path) -> Result<Table, LeaseError> {
@@ -191,11 +199,7 @@ impl Table {
     }
 
     fn lease_path(&self, key: &str) -> PathBuf {
-        self.dir.join("leases").join(format!("{key}.json"))
-    }
-
-    pub fn leases(&self) -> Vec<(String, Lease)> {
-        read_leases(&self.dir)
+        lease_file(&self.dir, key)
     }
 
     pub fn get(&self, key: &str) -> Option<Lease> {
@@ -217,32 +221,44 @@ impl Table {
         }
     }
 
-    /// Drop leases whose process is gone. Returns the ids dropped.
-    pub fn reconcile(&self) -> Result<Vec<String>, LeaseError> {
+    /// One pass over the lease directory: drop leases whose process is gone and files
+    /// that do not parse; return the live leases (oldest first) and the ids dropped.
+    /// Callers under the lock use the live list instead of reading the directory again.
+    pub fn sweep(&self) -> Result<Swept, LeaseError> {
+        let mut parsed = Vec::new();
+        if let Ok(rd) = fs::read_dir(self.dir.join("leases")) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let lease = fs::read(e.path())
+                    .ok()
+                    .and_then(|t| serde_json::from_slice::<Lease>(&t).ok());
+                match (name.strip_suffix(".json"), lease) {
+                    (Some(key), Some(l)) => parsed.push((key.to_string(), l)),
+                    // A complete temporary file: its rename is still to come.
+                    (None, Some(_)) => {}
+                    // Unparseable lease files (torn by hand) would block teardown
+                    // forever; drop them, but not a write still in progress.
+                    (_, None) => {
+                        if !name.contains(".tmp") || !tmp_owner_alive(&name) {
+                            let _ = fs::remove_file(e.path());
+                        }
+                    }
+                }
+            }
+        }
+        parsed.sort_by(|a, b| a.1.since.cmp(&b.1.since).then(a.0.cmp(&b.0)));
+        let mut live = Vec::new();
         let mut dropped = Vec::new();
-        for (key, l) in self.leases() {
-            if !l.is_alive() {
+        for (key, l) in parsed {
+            if l.is_alive() {
+                live.push((key, l));
+            } else {
                 tracing::info!(id = %l.id, kernel = %l.kernel, "dropping stale LWK lease (its process is gone)");
                 self.remove(&key)?;
                 dropped.push(l.id);
             }
         }
-        // Unparseable lease files (torn by hand) would block teardown forever; drop them.
-        if let Ok(rd) = fs::read_dir(self.dir.join("leases")) {
-            for e in rd.flatten() {
-                let p = e.path();
-                let ok = fs::read(&p)
-                    .ok()
-                    .and_then(|t| serde_json::from_slice::<Lease>(&t).ok())
-                    .is_some();
-                let name = e.file_name();
-                let is_tmp = name.to_string_lossy().contains(".tmp");
-                if !ok && (!is_tmp || !tmp_owner_alive(&name.to_string_lossy())) {
-                    let _ = fs::remove_file(&p);
-                }
-            }
-        }
-        Ok(dropped)
+        Ok(Swept { live, dropped })
     }
 
     pub fn node(&self, kind: LwkKind) -> Option<NodeState> {
@@ -285,10 +301,6 @@ impl Table {
         )
         .map_err(|e| self.io("writing failure marker", e))
     }
-
-    fn used_slots(&self) -> BTreeSet<u32> {
-        self.leases().into_iter().map(|(_, l)| l.slot).collect()
-    }
 }
 
 fn tmp_owner_alive(name: &str) -> bool {
@@ -296,6 +308,11 @@ fn tmp_owner_alive(name: &str) -> bool {
         .next()
         .and_then(|p| p.parse::<i32>().ok())
         .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+}
+
+/// Where the lease of `key` lives under the lease dir.
+fn lease_file(dir: &Path, key: &str) -> PathBuf {
+    dir.join("leases").join(format!("{key}.json"))
 }
 
 pub fn read_leases(dir: &Path) -> Vec<(String, Lease)> {
@@ -343,15 +360,15 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Lease, Lease
     let key = lease_key(n.root, n.id)?;
     let queued_at = now_ns();
     let t = Table::lock(&cfg.lease_dir)?;
-    t.reconcile()?;
-    if let Some(old) = t.get(&key) {
-        // reconcile() kept it, so its process lives.
+    let live = t.sweep()?.live;
+    if let Some((_, old)) = live.iter().find(|(k, _)| *k == key) {
+        // sweep() kept it, so its process lives.
         return Err(LeaseError::Duplicate {
             id: n.id.into(),
             pid: old.init_pid.unwrap_or(old.owner_pid),
         });
     }
-    let used = t.used_slots();
+    let used: BTreeSet<u32> = live.iter().map(|(_, l)| l.slot).collect();
     let slots = pid_slots(cfg);
     let slot = (0..slots)
         .find(|s| !used.contains(s))
@@ -373,7 +390,7 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Lease, Lease
     let drv = driver::for_kind(cfg, kind);
     let mode = cfg.boot_mode(kind);
     let node = t.node(kind);
-    let others = t.leases().iter().any(|(_, l)| l.kernel == kind);
+    let others = live.iter().any(|(_, l)| l.kernel == kind);
     let up = match &node {
         Some(s) if s.phase == "up" => drv.is_running().unwrap_or(false),
         _ => false,
@@ -465,12 +482,7 @@ pub fn set_init(
     pid: i32,
 ) -> Result<Option<Lease>, LeaseError> {
     let key = lease_key(root, id)?;
-    if !cfg
-        .lease_dir
-        .join("leases")
-        .join(format!("{key}.json"))
-        .exists()
-    {
+    if !lease_file(&cfg.lease_dir, &key).exists() {
         return Ok(None);
     }
     let t = Table::lock(&cfg.lease_dir)?;
@@ -485,7 +497,7 @@ pub fn set_init(
 
 pub fn get(cfg: &Config, root: &Path, id: &str) -> Option<Lease> {
     let key = lease_key(root, id).ok()?;
-    let t = fs::read(cfg.lease_dir.join("leases").join(format!("{key}.json"))).ok()?;
+    let t = fs::read(lease_file(&cfg.lease_dir, &key)).ok()?;
     serde_json::from_slice(&t).ok()
 }
 
@@ -493,17 +505,13 @@ pub fn get(cfg: &Config, root: &Path, id: &str) -> Option<Lease> {
 /// Cheap (no lock) when this container holds no lease.
 pub fn release(cfg: &Config, root: &Path, id: &str) -> Result<(), LeaseError> {
     let key = lease_key(root, id)?;
-    if !cfg
-        .lease_dir
-        .join("leases")
-        .join(format!("{key}.json"))
-        .exists()
-    {
+    if !lease_file(&cfg.lease_dir, &key).exists() {
         return Ok(());
     }
     let t = Table::lock(&cfg.lease_dir)?;
     t.remove(&key)?;
-    settle(cfg, &t, false)
+    let live = t.sweep()?.live;
+    settle(cfg, &t, &live, false)
 }
 
 /// `lwk-runc lwk gc`: reconcile and tear down whatever no live container uses.
@@ -512,18 +520,20 @@ pub fn gc(cfg: &Config) -> Result<Vec<String>, LeaseError> {
         return Ok(Vec::new());
     }
     let t = Table::lock(&cfg.lease_dir)?;
-    let dropped = t.reconcile()?;
-    settle(cfg, &t, true)?;
-    Ok(dropped)
+    let swept = t.sweep()?;
+    settle(cfg, &t, &swept.live, true)?;
+    Ok(swept.dropped)
 }
 
-/// Under the lock: reconcile, then for each kernel with no lease left either tear down
-/// now (linger 0, or linger passed) or mark it idle and leave a reaper behind.
-fn settle(cfg: &Config, t: &Table, from_gc: bool) -> Result<(), LeaseError> {
-    if !from_gc {
-        t.reconcile()?;
-    }
-    let leases = t.leases();
+/// Under the lock, given the live leases from a sweep: for each kernel with no lease
+/// left either tear down now (linger 0, or linger passed) or mark it idle and leave a
+/// reaper behind.
+fn settle(
+    cfg: &Config,
+    t: &Table,
+    leases: &[(String, Lease)],
+    from_gc: bool,
+) -> Result<(), LeaseError> {
     let mut first_err = None;
     for kind in [LwkKind::McKernel, LwkKind::Mos] {
         let Some(mut node) = t.node(kind) else {
@@ -613,7 +623,7 @@ mod tests {
     }
 
     #[test]
-    fn reconcile_drops_dead_and_keeps_live() {
+    fn sweep_drops_dead_and_torn_and_keeps_live() {
         let dir = std::env::temp_dir().join(format!("lwk-lease-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let t = Table::lock(&dir).unwrap();
@@ -635,9 +645,11 @@ mod tests {
         l.owner_start += 1; // same pid, other start time: a recycled pid
         t.put("dead.1", &l).unwrap();
         fs::write(dir.join("leases/torn.json"), b"{").unwrap();
-        assert_eq!(t.reconcile().unwrap(), vec!["dead".to_string()]);
-        let left: Vec<String> = t.leases().into_iter().map(|(_, l)| l.id).collect();
-        assert_eq!(left, vec!["live".to_string()]);
+        let Swept { live, dropped } = t.sweep().unwrap();
+        assert_eq!(dropped, vec!["dead".to_string()]);
+        let ids = |v: Vec<(String, Lease)>| v.into_iter().map(|(_, l)| l.id).collect::<Vec<_>>();
+        assert_eq!(ids(live), vec!["live".to_string()]);
+        assert_eq!(ids(read_leases(&dir)), vec!["live".to_string()]);
         assert!(!dir.join("leases/torn.json").exists());
         drop(t);
         let _ = fs::remove_dir_all(&dir);
