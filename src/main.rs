@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod executor;
 mod hook;
+mod host;
 mod logging;
 mod lwk;
 mod overlay;

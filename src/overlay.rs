@@ -28,7 +28,7 @@ pub fn overlay_config(bundle: &Path, spec: &Spec, scratch: &Path) -> Result<()> 
     // (A memfd would be neater, but the kernel refuses to bind-mount from its internal mount.)
     let mut file = std::fs::File::create(scratch)
         .with_context(|| format!("creating {}", scratch.display()))?;
-    let _unlink = Unlink(scratch);
+    let _unlink = crate::host::RemoveOnDrop(scratch.to_path_buf());
     file.write_all(&data)
         .with_context(|| format!("writing {}", scratch.display()))?;
 
@@ -51,12 +51,4 @@ pub fn overlay_config(bundle: &Path, spec: &Spec, scratch: &Path) -> Result<()> 
     )
     .with_context(|| format!("placing the rewritten spec over {}", target.display()))?;
     Ok(())
-}
-
-struct Unlink<'a>(&'a Path);
-
-impl Drop for Unlink<'_> {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.0);
-    }
 }

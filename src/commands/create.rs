@@ -9,7 +9,7 @@ use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::Spec;
 
-use super::{process_start_time, validate_id, Ctx, Record};
+use super::{validate_id, Ctx, Record};
 use crate::cli::CreateOpts;
 use crate::executor::WorkloadExecutor;
 
@@ -70,7 +70,9 @@ pub fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     let record = Record {
         bundle,
         rootfs,
-        init_start_time: container.pid().and_then(|p| process_start_time(p.as_raw())),
+        init_start_time: container
+            .pid()
+            .and_then(|p| crate::host::start_time(p.as_raw())),
     };
     if let Err(err) = record.save(ctx, id) {
         // The container exists but we could not describe it: take it down rather than

@@ -6,8 +6,6 @@
 //! the only way libcontainer 0.7 honours `--tty`, and it gives one place where the
 //! process can be examined before it runs.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::ContainerStatus;
@@ -86,7 +84,7 @@ pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
     let process_file = ctx
         .container_dir(id)
         .join(format!("exec-{}.json", std::process::id()));
-    let _cleanup = RemoveOnDrop(process_file.clone());
+    let _cleanup = crate::host::RemoveOnDrop(process_file.clone());
     std::fs::write(&process_file, serde_json::to_vec(&process)?)
         .with_context(|| format!("writing {}", process_file.display()))?;
 
@@ -192,14 +190,6 @@ fn parse_user(s: &str) -> Result<(u32, Option<u32>)> {
             Some(g.parse().map_err(|_| bad())?),
         )),
         None => Ok((s.parse().map_err(|_| bad())?, None)),
-    }
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 

@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use libcontainer::container::ContainerStatus;
 use libcontainer::signal::Signal;
 
-use super::{load, process_start_time, Ctx};
+use super::{load, Ctx};
 use crate::cli::Kill;
 use crate::commands::create::describe;
 
@@ -29,20 +29,13 @@ pub fn run(ctx: &Ctx, args: &Kill) -> Result<()> {
     // libcontainer records `stopped` after any signal, even one the container
     // handles (SIGUSR1, a SIGTERM it traps). Put the status back while it lives.
     if let Some(pid) = container.pid() {
-        let alive = process_start_time(pid.as_raw()).is_some() && !is_zombie(pid.as_raw());
+        let alive = crate::host::proc_stat(pid.as_raw()).is_some_and(|s| s.state != 'Z');
         if alive && before != ContainerStatus::Stopped {
             container.set_status(before);
             container.save().context("saving container state")?;
         }
     }
     Ok(())
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
-        .unwrap_or(true)
 }
 
 /// Accepts what runc accepts: `KILL`, `SIGKILL`, `9`, any case.

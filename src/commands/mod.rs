@@ -181,18 +181,10 @@ impl Record {
         if container.status() == ContainerStatus::Stopped {
             return;
         }
-        if process_start_time(pid.as_raw()) != Some(expected) {
+        if crate::host::start_time(pid.as_raw()) != Some(expected) {
             container.set_status(ContainerStatus::Stopped);
         }
     }
-}
-
-/// Field 22 of /proc/<pid>/stat: the start time in clock ticks since boot.
-pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses; fields after it are plain.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -207,13 +199,5 @@ mod tests {
         for good in ["abc", "a.b-c_d+e", "0123456789abcdef", "job.42.step.0"] {
             assert!(validate_id(good).is_ok(), "{good:?} refused");
         }
-    }
-
-    #[test]
-    fn start_time_of_this_process_is_stable() {
-        let me = std::process::id() as i32;
-        let a = process_start_time(me).expect("own start time");
-        assert_eq!(Some(a), process_start_time(me));
-        assert_eq!(process_start_time(i32::MAX), None);
     }
 }

@@ -23,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BootMode, Config};
+use crate::host::start_time;
 use crate::lwk::driver::{self, DriverError};
 use crate::lwk::launcher::flock_exclusive;
 use crate::lwk::LwkKind;
@@ -117,19 +118,8 @@ pub fn lease_key(root: &Path, id: &str) -> Result<String, LeaseError> {
     Ok(format!("{id}.{h:08x}"))
 }
 
-/// Start time (clock ticks since boot, field 22 of /proc/<pid>/stat), None if gone.
-pub fn proc_start_time(pid: i32) -> Option<u64> {
-    if pid <= 0 {
-        return None;
-    }
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // comm may contain spaces and parens; fields resume after the last ')'.
-    let rest = &s[s.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 pub fn alive(pid: i32, start: u64) -> bool {
-    proc_start_time(pid) == Some(start)
+    start_time(pid) == Some(start)
 }
 
 impl Lease {
@@ -373,8 +363,8 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Lease, Lease
     let slot = (0..slots)
         .find(|s| !used.contains(s))
         .ok_or(LeaseError::NoSlot(slots))?;
-    let owner_start = proc_start_time(n.owner_pid).unwrap_or(0);
-    let init_start = n.init_pid.and_then(proc_start_time);
+    let owner_start = start_time(n.owner_pid).unwrap_or(0);
+    let init_start = n.init_pid.and_then(start_time);
     let lease = Lease {
         id: n.id.into(),
         root: n.root.into(),
@@ -490,7 +480,7 @@ pub fn set_init(
         return Ok(None);
     };
     l.init_pid = Some(pid);
-    l.init_start = proc_start_time(pid);
+    l.init_start = start_time(pid);
     t.put(&key, &l)?;
     Ok(Some(l))
 }
@@ -604,12 +594,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn start_time_of_self_and_dead() {
+    fn alive_needs_the_same_start_time() {
         let me = std::process::id() as i32;
-        let s = proc_start_time(me).unwrap();
+        let s = start_time(me).unwrap();
         assert!(alive(me, s));
         assert!(!alive(me, s + 1));
-        assert_eq!(proc_start_time(0), None);
+        assert!(!alive(0, s));
     }
 
     #[test]
@@ -633,7 +623,7 @@ mod tests {
             root: "/r".into(),
             kernel: LwkKind::McKernel,
             owner_pid: me,
-            owner_start: proc_start_time(me).unwrap(),
+            owner_start: start_time(me).unwrap(),
             init_pid: None,
             init_start: None,
             since: 1,

@@ -1,0 +1,62 @@
+//! Small facts about host processes and files, shared by the commands and the LWK
+//! layer: a process' start time (what tells a living process from a recycled pid)
+//! and a file that removes itself when its owner is done with it.
+
+use std::path::PathBuf;
+
+/// What lwk-runc reads from `/proc/<pid>/stat`.
+pub struct ProcStat {
+    /// Field 3: `R`, `S`, `Z`, …
+    pub state: char,
+    /// Field 22: the start time in clock ticks since boot.
+    pub start_time: u64,
+}
+
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; fields after it are plain.
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let start_time = rest.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, start_time })
+}
+
+/// Start time of `pid`, None if there is no such process.
+pub fn start_time(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|s| s.start_time)
+}
+
+/// Removes the file at its path when dropped, however the owner's scope ends.
+pub struct RemoveOnDrop(pub PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_of_this_process_is_stable_and_absent_pids_have_none() {
+        let me = std::process::id() as i32;
+        let stat = proc_stat(me).expect("own stat");
+        assert_eq!(start_time(me), Some(stat.start_time));
+        assert!(matches!(stat.state, 'R' | 'S'), "{}", stat.state);
+        assert_eq!(start_time(i32::MAX), None);
+        assert_eq!(start_time(0), None);
+    }
+
+    #[test]
+    fn remove_on_drop_removes() {
+        let path = std::env::temp_dir().join(format!("lwk-runc-rod-{}", std::process::id()));
+        std::fs::write(&path, b"x").unwrap();
+        drop(RemoveOnDrop(path.clone()));
+        assert!(!path.exists());
+    }
+}
