@@ -8,16 +8,16 @@ use crate::cli::Run;
 
 pub fn run(ctx: &Ctx, args: &Run) -> Result<i32> {
     let id = args.opts.container_id.as_str();
-    let container = create::create(ctx, &args.opts)?;
+    let mut container = create::create(ctx, &args.opts)?;
     if args.detach {
-        start::run(ctx, id)?;
+        start::start(&mut container)?;
         return Ok(0);
     }
     let pid = container
         .pid()
         .ok_or_else(|| anyhow::anyhow!("container {id} has no init process after create"))?;
     let signals = wait::block()?;
-    if let Err(err) = start::run(ctx, id) {
+    if let Err(err) = start::start(&mut container) {
         let _ = delete::run(ctx, id, true);
         return Err(err);
     }

@@ -1,7 +1,7 @@
 //! `start`: release the created init to run the user process.
 
 use anyhow::{bail, Result};
-use libcontainer::container::ContainerStatus;
+use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::signal::Signal;
 use nix::sys::signal::Signal as NixSignal;
 
@@ -9,7 +9,12 @@ use super::{load, status_name, Ctx};
 use crate::commands::create::describe;
 
 pub fn run(ctx: &Ctx, id: &str) -> Result<()> {
-    let mut container = load(ctx, id)?;
+    start(&mut load(ctx, id)?)
+}
+
+/// Starts a container already in hand (`run` has it from `create`).
+pub fn start(container: &mut Container) -> Result<()> {
+    let id = container.id().to_owned();
     if container.status() != ContainerStatus::Created {
         bail!(
             "cannot start container {id}: it is {}, not created",
