@@ -472,13 +472,20 @@ fn do_reserve(argv: &[String], t: &Topology) -> i32 {
     }
 }
 
-fn reserve_cpus(cpus: &[u32], t: &Topology) -> i32 {
-    if let Some(f) = take_fault(&["reserve_ebusy", "reserve_enomem"]) {
-        return if f.name == "reserve_ebusy" {
+/// The injected `reserve_ebusy` / `reserve_enomem` fault, as the errno a reservation returns.
+fn reservation_fault() -> Option<i32> {
+    take_fault(&["reserve_ebusy", "reserve_enomem"]).map(|f| {
+        if f.name == "reserve_ebusy" {
             EBUSY
         } else {
             ENOMEM
-        };
+        }
+    })
+}
+
+fn reserve_cpus(cpus: &[u32], t: &Topology) -> i32 {
+    if let Some(errno) = reservation_fault() {
+        return errno;
     }
     let Ok(_g) = root_lock() else { return EBUSY };
     let mut h = load_host(t);
@@ -503,12 +510,8 @@ fn node_cap(t: &Topology) -> u64 {
 }
 
 fn reserve_mem(reqs: &[MemReq], t: &Topology) -> i32 {
-    if let Some(f) = take_fault(&["reserve_ebusy", "reserve_enomem"]) {
-        return if f.name == "reserve_ebusy" {
-            EBUSY
-        } else {
-            ENOMEM
-        };
+    if let Some(errno) = reservation_fault() {
+        return errno;
     }
     let Ok(_g) = root_lock() else { return EBUSY };
     let mut h = load_host(t);
