@@ -307,7 +307,8 @@ pub fn ihkconfig(argv: &[String]) -> i32 {
         );
         return 1;
     }
-    let t = Topology::load();
+    // Loaded on first use: most calls (`get status` above all) never need it.
+    let t = std::cell::LazyCell::new(Topology::load);
     match argv[2].as_str() {
         "create" => do_create(),
         "destroy" => {
@@ -704,7 +705,8 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
         eprintln!("open: {}", strerror(libc::ENOENT));
         return 1;
     }
-    let t = Topology::load();
+    // Loaded on first use: most calls (`get status` above all) never need it.
+    let t = std::cell::LazyCell::new(Topology::load);
     let arg = |i: usize| argv.get(i).map(String::as_str);
     match argv[2].as_str() {
         "get" => match arg(3) {
