@@ -67,6 +67,9 @@ pub struct Config {
     pub pid_base: u32,
     /// Pids reserved per LWK container above its base.
     pub pid_stride: u32,
+    /// While containers share an LWK, how often (ms) a joining container re-checks its
+    /// status; 0 = every one.
+    pub status_recheck_ms: u64,
     pub mckernel: McKernelConfig,
     pub mos: MosConfig,
     /// Not a key: the binary injected as the container's init; None = the running
@@ -232,6 +235,7 @@ impl Default for Config {
             patchelf: "/usr/bin/patchelf".into(),
             pid_base: 1000,
             pid_stride: 500,
+            status_recheck_ms: 1000,
             mckernel: McKernelConfig::default(),
             mos: MosConfig::default(),
             init_binary: None,
@@ -330,6 +334,12 @@ impl Config {
         }
         if self.pid_stride < 2 {
             return Err(("pid_stride".into(), "must be at least 2".into()));
+        }
+        if self.status_recheck_ms > 60_000 {
+            return Err((
+                "status_recheck_ms".into(),
+                "must be at most 60000 (a minute); a dead LWK would go unnoticed longer".into(),
+            ));
         }
         let m = &self.mckernel;
         for (k, p) in [

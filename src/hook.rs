@@ -73,7 +73,7 @@ pub fn run(cfg: &Config, stage: &str, state: &[u8]) -> Result<(), HookError> {
             })?;
             let Some(req) = req else { return Ok(()) };
             let pid = st.pid.unwrap_or(0);
-            let l = lease::acquire(
+            let acquired = lease::acquire(
                 cfg,
                 req.kind,
                 &lease::NewLease {
@@ -88,6 +88,18 @@ pub fn run(cfg: &Config, stage: &str, state: &[u8]) -> Result<(), HookError> {
                 id: st.id.clone(),
                 source,
             })?;
+            let l = match acquired.confirm() {
+                Ok(l) => l,
+                Err(source) => {
+                    // The lease was taken before the check failed: it must not outlive us.
+                    let _ = lwk::release(cfg, root, &st.id);
+                    return Err(LwkError::Lease {
+                        id: st.id.clone(),
+                        source,
+                    }
+                    .into());
+                }
+            };
             if driver::for_kind(cfg, req.kind).needs_pid_slot() && pid > 0 {
                 // Best effort: a launcher the container starts itself (not as PID 1) then
                 // gets a node-unique pid too.

@@ -42,11 +42,15 @@ pub fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
     let cfg = crate::config::Config::load()?;
     let prepared = crate::lwk::prepare_create(&cfg, &ctx.root, id, &bundle, &spec)?;
     let lwk = prepared.is_some();
-    let built = build(ctx, opts, id, &bundle, &spec, prepared.map(|p| p.spec));
+    let (rewritten, pending) = match prepared {
+        Some(p) => (Some(p.spec), p.pending),
+        None => (None, None),
+    };
+    let built = build(ctx, opts, id, &bundle, &spec, rewritten);
     let container = match built {
         Ok(mut c) if lwk => {
             let pid = c.pid().map_or(0, |p| p.as_raw());
-            if let Err(err) = crate::lwk::container_created(&cfg, &ctx.root, id, pid) {
+            if let Err(err) = crate::lwk::container_created(&cfg, &ctx.root, id, pid, pending) {
                 let _ = c.delete(true);
                 let _ = crate::lwk::release(&cfg, &ctx.root, id);
                 return Err(err.into());

@@ -3,7 +3,7 @@
 //! leases or containers.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -70,7 +70,12 @@ pub trait Driver {
     /// Boot (never called for boot_mode external) and wait until RUNNING.
     fn bring_up(&self) -> Result<(), DriverError>;
     /// The instance's status word, None if there is no instance.
-    fn status(&self) -> Result<Option<String>, DriverError>;
+    fn status(&self) -> Result<Option<String>, DriverError> {
+        self.probe()?.finish()
+    }
+    /// Start reading the status; a driver whose status needs a tool run returns it
+    /// still running, so the caller can overlap it with other work.
+    fn probe(&self) -> Result<Probe, DriverError>;
     fn is_running(&self) -> Result<bool, DriverError> {
         Ok(self.status()?.as_deref() == Some("RUNNING"))
     }
@@ -107,18 +112,32 @@ impl ToolOutput {
     }
 }
 
-/// Run a tool. Spawn failure (missing, not executable) names the config key.
-pub fn run(tool: &Path, key: &str, args: &[String]) -> Result<ToolOutput, DriverError> {
+/// Start a tool with its output captured. Spawn failure (missing, not executable)
+/// names the config key.
+pub fn spawn(tool: &Path, key: &str, args: &[String]) -> Result<Child, DriverError> {
     tracing::debug!(tool = %tool.display(), ?args, "running LWK tool");
-    let out =
-        Command::new(tool)
-            .args(args)
-            .output()
-            .map_err(|source| DriverError::MissingTool {
-                path: tool.to_path_buf(),
-                key: key.into(),
-                source,
-            })?;
+    Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| DriverError::MissingTool {
+            path: tool.to_path_buf(),
+            key: key.into(),
+            source,
+        })
+}
+
+/// Wait for a tool started by [`spawn`] and collect what it printed.
+pub fn collect(child: Child, tool: &Path, key: &str) -> Result<ToolOutput, DriverError> {
+    let out = child
+        .wait_with_output()
+        .map_err(|source| DriverError::MissingTool {
+            path: tool.to_path_buf(),
+            key: key.into(),
+            source,
+        })?;
     Ok(ToolOutput {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -126,14 +145,18 @@ pub fn run(tool: &Path, key: &str, args: &[String]) -> Result<ToolOutput, Driver
     })
 }
 
-/// Run a tool that must exit 0.
-pub fn run_ok(
+/// Run a tool to completion.
+pub fn run(tool: &Path, key: &str, args: &[String]) -> Result<ToolOutput, DriverError> {
+    collect(spawn(tool, key, args)?, tool, key)
+}
+
+/// `o` as the result of a tool that must exit 0.
+pub fn ensure_ok(
     kind: LwkKind,
     tool: &Path,
-    key: &str,
     args: &[String],
+    o: ToolOutput,
 ) -> Result<ToolOutput, DriverError> {
-    let o = run(tool, key, args)?;
     if o.code == Some(0) {
         Ok(o)
     } else {
@@ -145,6 +168,48 @@ pub fn run_ok(
                 .map_or("killed by a signal".into(), |c| format!("exit {c}")),
             output: o.text(),
         })
+    }
+}
+
+/// Run a tool that must exit 0.
+pub fn run_ok(
+    kind: LwkKind,
+    tool: &Path,
+    key: &str,
+    args: &[String],
+) -> Result<ToolOutput, DriverError> {
+    ensure_ok(kind, tool, args, run(tool, key, args)?)
+}
+
+/// A status query that may still be running: see [`Driver::probe`].
+#[derive(Debug)]
+pub enum Probe {
+    Known(Option<String>),
+    Running {
+        kind: LwkKind,
+        child: Child,
+        tool: PathBuf,
+        key: &'static str,
+        args: Vec<String>,
+    },
+}
+
+impl Probe {
+    /// The instance's status word (None: no instance), waiting for the tool if needed.
+    pub fn finish(self) -> Result<Option<String>, DriverError> {
+        match self {
+            Probe::Known(s) => Ok(s),
+            Probe::Running {
+                kind,
+                child,
+                tool,
+                key,
+                args,
+            } => {
+                let o = ensure_ok(kind, &tool, &args, collect(child, &tool, key)?)?;
+                Ok(Some(o.stdout.trim().to_string()))
+            }
+        }
     }
 }
 

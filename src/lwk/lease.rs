@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{BootMode, Config};
 use crate::host::start_time;
-use crate::lwk::driver::{self, DriverError};
+use crate::lwk::driver::{self, DriverError, Probe};
 use crate::lwk::launcher::flock_exclusive;
 use crate::lwk::LwkKind;
 
@@ -74,6 +74,10 @@ pub struct NodeState {
     pub since: u64,
     /// Set when the last lease went away and teardown waits for the linger to pass.
     pub idle_since: Option<u64>,
+    /// When (Unix ns) a status check last saw it RUNNING, or was started for a
+    /// container joining it; see `status_recheck_ms` in the config.
+    #[serde(default)]
+    pub checked_ns: u128,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -344,11 +348,69 @@ pub struct NewLease<'a> {
     pub init_pid: Option<i32>,
 }
 
+/// What [`acquire`] took.
+#[derive(Debug)]
+pub struct Acquired {
+    pub lease: Lease,
+    /// Set when joining an LWK that other live containers use: see [`PendingCheck`].
+    pub pending: Option<PendingCheck>,
+}
+
+impl Acquired {
+    /// The lease, once the pending status check (if any) has seen RUNNING.
+    pub fn confirm(self) -> Result<Lease, LeaseError> {
+        if let Some(p) = self.pending {
+            p.confirm()?;
+        }
+        Ok(self.lease)
+    }
+}
+
+/// A status query of a shared LWK, still running so that it overlaps the container's
+/// set-up. It must see RUNNING before the container may start.
+#[derive(Debug)]
+pub struct PendingCheck {
+    kind: LwkKind,
+    probe: Probe,
+    lease_dir: PathBuf,
+}
+
+impl PendingCheck {
+    /// The same error as when `acquire` finds a shared LWK not running (it died under
+    /// its containers). On that error every later joiner checks again at once.
+    pub fn confirm(self) -> Result<(), LeaseError> {
+        let status = self.probe.finish()?;
+        if status.as_deref() == Some("RUNNING") {
+            return Ok(());
+        }
+        if let Ok(t) = Table::lock(&self.lease_dir) {
+            if let Some(mut n) = t.node(self.kind) {
+                n.checked_ns = 0;
+                let _ = t.set_node(Some(&n), self.kind);
+            }
+        }
+        Err(DriverError::NotRunning {
+            kind: self.kind,
+            status: status.unwrap_or_else(|| "no instance".into()),
+        }
+        .into())
+    }
+}
+
 /// Record a lease for `n` on `kind`, bringing the LWK up first if nobody uses it.
 /// On error nothing of ours is left: no lease, and no reservation if we were the booter.
-pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Lease, LeaseError> {
+///
+/// When other live containers already use the LWK, its status is not awaited here: the
+/// query runs on while the caller builds the container, and the caller confirms it.
+/// Only the boot decision needs the status at once, and with other users there is
+/// none to make (an LWK that died under its users is reported, never rebooted). Nor is
+/// it queried for every joiner: at most once per `status_recheck_ms`, so 64 ranks
+/// starting together cost one query; a joiner inside that window that meets a dead
+/// LWK is stopped by the launcher itself (mcexec refuses an instance not RUNNING).
+pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Acquired, LeaseError> {
     let key = lease_key(n.root, n.id)?;
     let queued_at = now_ns();
+    let mut pending = None;
     let t = Table::lock(&cfg.lease_dir)?;
     let live = t.sweep()?.live;
     if let Some((_, old)) = live.iter().find(|(k, _)| *k == key) {
@@ -379,10 +441,35 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Lease, Lease
     };
     let drv = driver::for_kind(cfg, kind);
     let mode = cfg.boot_mode(kind);
-    let node = t.node(kind);
+    let mut node = t.node(kind);
     let others = live.iter().any(|(_, l)| l.kernel == kind);
-    let up = match &node {
-        Some(s) if s.phase == "up" => drv.is_running().unwrap_or(false),
+    let mut node_changed = false;
+    let up = match node.as_mut() {
+        Some(s) if s.phase == "up" && mode != BootMode::External => {
+            if !others {
+                // Idle (lingering): nobody watched it, so look before reusing it.
+                let running = drv.is_running().unwrap_or(false);
+                if running {
+                    s.checked_ns = now_ns();
+                }
+                running
+            } else {
+                // Shared: a check at most every `status_recheck_ms`, overlapped with the
+                // caller's set-up; in between, the launcher's own check guards start.
+                let due = now_ns().saturating_sub(s.checked_ns)
+                    >= u128::from(cfg.status_recheck_ms) * 1_000_000;
+                if due {
+                    pending = Some(PendingCheck {
+                        kind,
+                        probe: drv.probe()?,
+                        lease_dir: cfg.lease_dir.clone(),
+                    });
+                    s.checked_ns = now_ns();
+                    node_changed = true;
+                }
+                true
+            }
+        }
         _ => false,
     };
     if mode == BootMode::External {
@@ -430,6 +517,7 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Lease, Lease
                 phase: "booting".into(),
                 since: now_secs(),
                 idle_since: None,
+                checked_ns: 0,
             }),
             kind,
         )?;
@@ -450,18 +538,22 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Lease, Lease
                 phase: "up".into(),
                 since: now_secs(),
                 idle_since: None,
+                checked_ns: now_ns(),
             }),
             kind,
         )?;
-        return Ok(lease);
+        return Ok(Acquired {
+            lease,
+            pending: None,
+        });
     }
     if let Some(mut s) = node {
-        if s.idle_since.take().is_some() {
+        if s.idle_since.take().is_some() || node_changed {
             t.set_node(Some(&s), kind)?;
         }
     }
     t.put(&key, &lease)?;
-    Ok(lease)
+    Ok(Acquired { lease, pending })
 }
 
 /// Record the container's init once it exists, so the lease outlives the `create` process.
@@ -723,7 +815,14 @@ mod sim_tests {
         };
 
         let a = acquire(&cfg, LwkKind::McKernel, &nl("a")).unwrap();
+        assert!(a.pending.is_none(), "the booter saw RUNNING itself");
+        let a = a.confirm().unwrap();
         let b = acquire(&cfg, LwkKind::McKernel, &nl("b")).unwrap();
+        assert!(
+            b.pending.is_none(),
+            "joining right after the boot needs no status query"
+        );
+        let b = b.confirm().unwrap();
         assert_ne!(a.slot, b.slot);
         assert!(matches!(
             acquire(&cfg, LwkKind::McKernel, &nl("a")),
@@ -743,7 +842,10 @@ mod sim_tests {
         child.wait().unwrap();
         acquire(&cfg, LwkKind::McKernel, &nl("live")).unwrap();
         dead.owner_pid = me;
-        let l = acquire(&cfg, LwkKind::McKernel, &dead).unwrap();
+        let l = acquire(&cfg, LwkKind::McKernel, &dead)
+            .unwrap()
+            .confirm()
+            .unwrap();
         let t = Table::lock(&cfg.lease_dir).unwrap();
         let mut l2 = l.clone();
         l2.owner_pid = pid;
@@ -774,6 +876,41 @@ mod sim_tests {
         acquire(&cfg, LwkKind::McKernel, &nl("q")).unwrap();
         release(&cfg, Path::new("/r"), "q").unwrap();
         assert_eq!(reserved(&root), "");
+
+        // The LWK dies under its users: a container joining it learns so when the status
+        // check it overlapped with its set-up comes back, and the last user tears down.
+        acquire(&cfg, LwkKind::McKernel, &nl("u1"))
+            .unwrap()
+            .confirm()
+            .unwrap();
+        assert!(Command::new(format!("{BIN}/ihkconfig"))
+            .args(["0", "destroy", "0"])
+            .status()
+            .unwrap()
+            .success());
+        // Inside the recheck window a joiner is not queried (its launcher's own check
+        // stops it); with the window at 0 it is, and so is every joiner after a failure.
+        assert!(acquire(&cfg, LwkKind::McKernel, &nl("u2"))
+            .unwrap()
+            .pending
+            .is_none());
+        release(&cfg, Path::new("/r"), "u2").unwrap();
+        let mut every = cfg.clone();
+        every.status_recheck_ms = 0;
+        for (cfg, id) in [(&every, "u3"), (&cfg, "u4")] {
+            let joined = acquire(cfg, LwkKind::McKernel, &nl(id)).unwrap();
+            assert!(joined.pending.is_some(), "{id} checks the LWK");
+            let e = joined.confirm().unwrap_err().to_string();
+            assert!(
+                e.contains("McKernel is in use by other containers but not RUNNING")
+                    && e.contains("no instance"),
+                "{e}"
+            );
+            release(cfg, Path::new("/r"), id).unwrap();
+        }
+        release(&cfg, Path::new("/r"), "u1").unwrap();
+        assert_eq!(reserved(&root), "");
+        assert!(read_leases(&cfg.lease_dir).is_empty());
         let _ = fs::remove_dir_all(&base);
     }
 }

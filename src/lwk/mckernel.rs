@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{BootMode, McKernelConfig};
-use crate::lwk::driver::{self, run, run_ok, strs, ContainerFacts, Driver, DriverError};
+use crate::lwk::driver::{self, run, run_ok, strs, ContainerFacts, Driver, DriverError, Probe};
 use crate::lwk::LwkKind;
 
 const K: LwkKind = LwkKind::McKernel;
@@ -120,12 +120,19 @@ impl Driver for McKernel<'_> {
         driver::wait_running(self, self.cfg.boot_timeout_secs, &|| self.kmsg_tail())
     }
 
-    fn status(&self) -> Result<Option<String>, DriverError> {
+    fn probe(&self) -> Result<Probe, DriverError> {
         if !self.mcos().exists() {
-            return Ok(None);
+            return Ok(Probe::Known(None));
         }
-        let o = self.ihkosctl(&["get", "status"])?;
-        Ok(Some(o.stdout.trim().to_string()))
+        let args = vec![self.cfg.os_index.to_string(), "get".into(), "status".into()];
+        let key = "mckernel.ihkosctl";
+        Ok(Probe::Running {
+            kind: K,
+            child: driver::spawn(&self.cfg.ihkosctl, key, &args)?,
+            tool: self.cfg.ihkosctl.clone(),
+            key,
+            args,
+        })
     }
 
     fn tear_down(&self) -> Result<(), DriverError> {

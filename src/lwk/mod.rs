@@ -118,10 +118,12 @@ pub enum LwkError {
 }
 
 /// A container rewritten for an LWK: the spec libcontainer must see in place of the
-/// caller's (the runtime overlays it on the bundle's config.json; see overlay.rs).
-#[derive(Debug, Clone)]
+/// caller's (the runtime overlays it on the bundle's config.json; see overlay.rs), and
+/// the LWK status check still running while the container is built, which
+/// [`container_created`] confirms.
 pub struct Prepared {
     pub spec: Spec,
+    pub pending: Option<lease::PendingCheck>,
 }
 
 fn io_err(what: &str, path: &Path, source: std::io::Error) -> LwkError {
@@ -237,7 +239,7 @@ pub fn prepare_create(
             source: RewriteError::NoArgs,
         });
     }
-    lease::acquire(
+    let acquired = lease::acquire(
         cfg,
         kind,
         &NewLease {
@@ -270,7 +272,10 @@ pub fn prepare_create(
         })
     })();
     match rewritten {
-        Ok(spec) => Ok(Some(Prepared { spec })),
+        Ok(spec) => Ok(Some(Prepared {
+            spec,
+            pending: acquired.pending,
+        })),
         Err(e) => {
             if let Err(r) = lease::release(cfg, root, id) {
                 tracing::error!(error = %r, "releasing the LWK lease after a failed prepare");
@@ -280,13 +285,25 @@ pub fn prepare_create(
     }
 }
 
-/// After build() succeeded: record the init pid, and for pid-keyed LWKs point the
-/// container's ns_last_pid at its slot. Call only when `prepare_create` returned Some.
-pub fn container_created(cfg: &Config, root: &Path, id: &str, pid: i32) -> Result<(), LwkError> {
-    let l = lease::set_init(cfg, root, id, pid).map_err(|source| LwkError::Lease {
+/// After build() succeeded: confirm the LWK is RUNNING (the check `prepare_create` left
+/// running), record the init pid, and for pid-keyed LWKs point the container's
+/// ns_last_pid at its slot. Call only when `prepare_create` returned Some; on error the
+/// caller deletes the container and releases the lease.
+pub fn container_created(
+    cfg: &Config,
+    root: &Path,
+    id: &str,
+    pid: i32,
+    pending: Option<lease::PendingCheck>,
+) -> Result<(), LwkError> {
+    let lease_err = |source| LwkError::Lease {
         id: id.into(),
         source,
-    })?;
+    };
+    if let Some(p) = pending {
+        p.confirm().map_err(lease_err)?;
+    }
+    let l = lease::set_init(cfg, root, id, pid).map_err(lease_err)?;
     let Some(l) = l else { return Ok(()) };
     if driver::for_kind(cfg, l.kernel).needs_pid_slot() {
         let first = lease::slot_pid(cfg, l.slot);

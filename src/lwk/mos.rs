@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{BootMode, MosConfig};
-use crate::lwk::driver::{self, run_ok, strs, ContainerFacts, Driver, DriverError};
+use crate::lwk::driver::{self, run_ok, strs, ContainerFacts, Driver, DriverError, Probe};
 use crate::lwk::LwkKind;
 
 const K: LwkKind = LwkKind::Mos;
@@ -51,14 +51,15 @@ impl Driver for Mos<'_> {
         })
     }
 
-    fn status(&self) -> Result<Option<String>, DriverError> {
+    /// A sysfs read: always known at once.
+    fn probe(&self) -> Result<Probe, DriverError> {
         if !self.cfg.sysfs.is_dir() {
-            return Ok(None);
+            return Ok(Probe::Known(None));
         }
-        Ok(Some(match self.read("lwkcpus") {
+        Ok(Probe::Known(Some(match self.read("lwkcpus") {
             Some(c) if !c.is_empty() => "RUNNING".into(),
             _ => "INACTIVE".into(),
-        }))
+        })))
     }
 
     fn tear_down(&self) -> Result<(), DriverError> {
