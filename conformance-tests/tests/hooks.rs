@@ -257,6 +257,26 @@ fn hooks_failing_poststart_stops_container() {
 }
 
 #[test]
+fn hooks_failing_poststart_in_detached_run_leaves_nothing() {
+    let ctx = Ctx::new();
+    let hb = hook_bundle(&ctx, base_config(&["sleep", "60"]), Some("poststart"));
+    let id = ctx.id("failrund");
+    let out = ctx.rt_fail(&["run", "--detach", "--bundle", &s(&hb.bundle), &id]);
+    let st = ctx.rt(&["state", &id]);
+    assert!(
+        !st.ok() && st.stderr.contains("does not exist"),
+        "a detached run whose start failed left its container behind: {}{}\n{}",
+        st.stdout,
+        st.stderr,
+        ctx.explain(&out)
+    );
+    assert!(
+        !ctx.rt_ok(&["list", "--quiet"]).stdout.contains(&id),
+        "listed after a failed detached run"
+    );
+}
+
+#[test]
 fn hooks_failing_create_runtime_fails_create() {
     let ctx = Ctx::new();
     let hb = hook_bundle(

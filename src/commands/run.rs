@@ -10,7 +10,14 @@ pub fn run(ctx: &Ctx, args: &Run) -> Result<i32> {
     let id = args.opts.container_id.as_str();
     let mut container = create::create(ctx, &args.opts)?;
     if args.detach {
-        start::start(&mut container)?;
+        // As runc does: a detached run that fails to start leaves no container behind
+        // (nobody holds its id to delete it, and an LWK container would hold a lease).
+        if let Err(err) = start::start(&mut container) {
+            if let Err(e) = delete::run(ctx, id, true) {
+                tracing::warn!("removing container {id} after a failed start: {e:#}");
+            }
+            return Err(err);
+        }
         return Ok(0);
     }
     let pid = container
