@@ -160,6 +160,36 @@ fn kill_by_name_and_number() {
 }
 
 #[test]
+fn kill_real_time_signal() {
+    // systemd in a container stops on SIGRTMIN+3: 37 with glibc's SIGRTMIN of 34 (runc
+    // takes real-time signals by number only; lwk-runc also by name, see its unit tests).
+    let ctx = Ctx::new();
+    let b = ctx.bundle(
+        "b",
+        &base_config(&[
+            "sh",
+            "-c",
+            "trap 'echo got-rt > /rt; exit 0' 37; touch /ready; while true; do sleep 0.1; done",
+        ]),
+    );
+    let id = ctx.id("killrt");
+    ctx.create(&b, &id);
+    ctx.rt_ok(&["start", &id]);
+    wait_for(T, "container ready", || {
+        b.join("rootfs/ready").exists().then_some(())
+    });
+    ctx.rt_ok(&["kill", &id, "37"]);
+    ctx.wait_status(&id, "stopped", T);
+    assert_eq!(
+        fs::read_to_string(b.join("rootfs/rt"))
+            .unwrap_or_default()
+            .trim(),
+        "got-rt",
+        "the trap for signal 37 did not run"
+    );
+}
+
+#[test]
 fn kill_created_container() {
     let ctx = Ctx::new();
     let b = ctx.bundle("b", &base_config(&["sleep", "60"]));
