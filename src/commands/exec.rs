@@ -15,6 +15,7 @@ use oci_spec::runtime::{Process, Spec};
 use super::{load, status_name, wait, Ctx};
 use crate::cli::Exec;
 use crate::commands::create::describe;
+use crate::lwk::policy;
 
 pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
     let id = args.container_id.as_str();
@@ -48,9 +49,7 @@ pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
             let process = serde_json::from_slice::<Process>(&data)
                 .with_context(|| format!("parsing process file {}", path.display()))?;
             // Only a process that names an LWK needs the container's env to compare with.
-            let names_lwk = process.env().as_ref().is_some_and(|e| {
-                crate::lwk::policy::env_get(e, crate::lwk::policy::ENV_KERNEL).is_some()
-            });
+            let names_lwk = process.env().as_ref().is_some_and(|e| policy::names_lwk(e));
             let inherited = if names_lwk {
                 env_of(&load_spec()?)
             } else {
@@ -63,12 +62,7 @@ pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
                 bail!("exec needs a command to run, or --process");
             }
             let spec = load_spec()?;
-            let mut inherited = env_of(&spec);
-            // `-e LWK_KERNEL=...` on our own command line is the process's own wish.
-            let key = format!("{}=", crate::lwk::policy::ENV_KERNEL);
-            if args.env.iter().any(|kv| kv.starts_with(&key)) {
-                inherited.retain(|e| !e.starts_with(&key));
-            }
+            let inherited = policy::exec_inherited(env_of(&spec), &args.env);
             (
                 process_from_args(spec.process().clone().unwrap_or_default(), args)?,
                 inherited,

@@ -101,6 +101,23 @@ pub fn decide(
 /// env, `inherited` the container's own env entries it may have inherited. Only an
 /// `LWK_KERNEL` entry that is not among the inherited ones asks; no default, no
 /// annotations, so a debugging shell exec'd into an LWK container runs on Linux.
+/// Whether an env names an LWK at all (only then does an exec need the container's env
+/// to compare with).
+pub fn names_lwk(env: &[String]) -> bool {
+    env_get(env, ENV_KERNEL).is_some()
+}
+
+/// The entries of the container's env an exec'd process may carry without asking for an
+/// LWK: all of them, except `LWK_KERNEL` when the exec's own command line sets it
+/// (`exec -e LWK_KERNEL=…` is the process's own wish, even with the container's value).
+pub fn exec_inherited(mut container_env: Vec<String>, cli_env: &[String]) -> Vec<String> {
+    if names_lwk(cli_env) {
+        let key = format!("{ENV_KERNEL}=");
+        container_env.retain(|e| !e.starts_with(&key));
+    }
+    container_env
+}
+
 pub fn decide_exec(
     cfg: &Config,
     env: &[String],
@@ -377,5 +394,21 @@ mod tests {
         assert_eq!(r.kind, LwkKind::Mos);
         // Hostile args are refused for exec too.
         assert!(decide_exec(&c, &env(&["LWK_KERNEL=mos", "LWK_ARGS=-c /x"]), &container).is_err());
+    }
+
+    #[test]
+    fn exec_command_line_kernel_is_its_own_wish() {
+        let c = cfg();
+        let container = env(&["PATH=/bin", "LWK_KERNEL=mckernel"]);
+        // `exec` without -e LWK_KERNEL: the container's value is inherited, not asked for.
+        let inherited = exec_inherited(container.clone(), &env(&["FOO=1"]));
+        assert_eq!(inherited, container);
+        assert_eq!(decide_exec(&c, &container, &inherited), Ok(None));
+        // `exec -e LWK_KERNEL=mckernel`: asked for, even with the container's own value.
+        let inherited = exec_inherited(container.clone(), &env(&["LWK_KERNEL=mckernel"]));
+        assert_eq!(inherited, env(&["PATH=/bin"]));
+        let r = decide_exec(&c, &container, &inherited).unwrap().unwrap();
+        assert_eq!(r.kind, LwkKind::McKernel);
+        assert!(names_lwk(&container) && !names_lwk(&env(&["PATH=/bin"])));
     }
 }
