@@ -108,33 +108,40 @@ fn delete_force_of_created_container() {
     ctx.rt_fail(&["state", &id]);
 }
 
-#[test]
-fn kill_by_name_and_number() {
-    let ctx = Ctx::new();
-    // The init traps TERM (an init ignores untrapped signals from outside).
+/// Starts a container whose init traps `trap_sig` (an init ignores untrapped signals
+/// from outside), sends `kill <id> <kill_arg>`, and checks that the trap ran.
+fn kill_runs_the_trap(ctx: &Ctx, trap_sig: &str, kill_arg: &str) {
     let b = ctx.bundle(
-        "b",
+        &format!("trap{trap_sig}"),
         &base_config(&[
             "sh",
             "-c",
-            "trap 'echo got-term > /term; exit 0' TERM; touch /ready; while true; do sleep 0.1; done",
+            &format!(
+                "trap 'echo got > /got; exit 0' {trap_sig}; touch /ready; while true; do sleep 0.1; done"
+            ),
         ]),
     );
-    let id = ctx.id("killname");
+    let id = ctx.id("killtrap");
     ctx.create(&b, &id);
     ctx.rt_ok(&["start", &id]);
     wait_for(T, "container ready", || {
         b.join("rootfs/ready").exists().then_some(())
     });
-    ctx.rt_ok(&["kill", &id, "TERM"]);
+    ctx.rt_ok(&["kill", &id, kill_arg]);
     ctx.wait_status(&id, "stopped", T);
     assert_eq!(
-        fs::read_to_string(b.join("rootfs/term"))
+        fs::read_to_string(b.join("rootfs/got"))
             .unwrap_or_default()
             .trim(),
-        "got-term",
-        "the TERM trap did not run"
+        "got",
+        "`kill {kill_arg}` did not run the container's trap for {trap_sig}"
     );
+}
+
+#[test]
+fn kill_by_name_and_number() {
+    let ctx = Ctx::new();
+    kill_runs_the_trap(&ctx, "TERM", "TERM");
 
     // By number, and SIG-prefixed name.
     for sig in ["9", "SIGKILL"] {
@@ -163,30 +170,7 @@ fn kill_by_name_and_number() {
 fn kill_real_time_signal() {
     // systemd in a container stops on SIGRTMIN+3: 37 with glibc's SIGRTMIN of 34 (runc
     // takes real-time signals by number only; lwk-runc also by name, see its unit tests).
-    let ctx = Ctx::new();
-    let b = ctx.bundle(
-        "b",
-        &base_config(&[
-            "sh",
-            "-c",
-            "trap 'echo got-rt > /rt; exit 0' 37; touch /ready; while true; do sleep 0.1; done",
-        ]),
-    );
-    let id = ctx.id("killrt");
-    ctx.create(&b, &id);
-    ctx.rt_ok(&["start", &id]);
-    wait_for(T, "container ready", || {
-        b.join("rootfs/ready").exists().then_some(())
-    });
-    ctx.rt_ok(&["kill", &id, "37"]);
-    ctx.wait_status(&id, "stopped", T);
-    assert_eq!(
-        fs::read_to_string(b.join("rootfs/rt"))
-            .unwrap_or_default()
-            .trim(),
-        "got-rt",
-        "the trap for signal 37 did not run"
-    );
+    kill_runs_the_trap(&Ctx::new(), "37", "37");
 }
 
 #[test]
