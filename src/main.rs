@@ -8,6 +8,7 @@
 mod cli;
 mod commands;
 mod config;
+mod console;
 mod executor;
 mod hook;
 mod host;

@@ -330,6 +330,37 @@ fn run_foreground_output_and_exit_code() {
 }
 
 #[test]
+fn run_foreground_terminal_without_console_socket() {
+    // `runc spec`'s default: terminal true. Run by hand from a terminal (script(1) gives
+    // the runtime one), the process gets a pty of its own, sized like ours.
+    let ctx = Ctx::new();
+    let mut cfg = base_config(&["sh", "-c", "tty; stty size; exit 3"]);
+    cfg["process"]["terminal"] = Value::Bool(true);
+    let b = ctx.bundle("b", &cfg);
+    let id = ctx.id("runtty");
+    ctx.track(&id);
+    let line = format!(
+        "stty rows 33 cols 111; {} --root {} --log {} run --bundle {} {}",
+        s(&runtime_bin()),
+        s(&ctx.root),
+        s(&ctx.log),
+        s(&b),
+        id
+    );
+    let mut c = std::process::Command::new("script");
+    c.args(["-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::null());
+    let out = ctx.run_cmd(c);
+    assert_eq!(out.code(), Some(3), "exit code: {}", ctx.explain(&out));
+    assert!(
+        out.stdout.contains("/dev/pts/") && out.stdout.contains("33 111"),
+        "the process had no pty of the caller's size: {:?}\n{}",
+        out.stdout,
+        ctx.explain(&out)
+    );
+}
+
+#[test]
 fn run_signal_exit_is_128_plus_n() {
     let ctx = Ctx::new();
     // Not an init (no pid ns), so the shell can kill itself with TERM.

@@ -14,11 +14,17 @@ use crate::cli::CreateOpts;
 use crate::executor::WorkloadExecutor;
 
 pub fn run(ctx: &Ctx, opts: &CreateOpts) -> Result<()> {
-    create(ctx, opts).map(|_| ())
+    create(ctx, opts, false).map(|_| ())
 }
 
-/// Creates the container and returns it in the `created` state. Shared by `run`.
-pub fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
+/// Creates the container and returns it in the `created` state. Shared by `run`, which
+/// sets `own_console` in the foreground: a spec asking for a terminal then gets one
+/// through a console socket of ours when the caller passed none (see console.rs).
+pub fn create(
+    ctx: &Ctx,
+    opts: &CreateOpts,
+    own_console: bool,
+) -> Result<(Container, Option<crate::console::Listener>)> {
     let id = opts.container_id.as_str();
     validate_id(id)?;
     let bundle = std::fs::canonicalize(&opts.bundle).with_context(|| {
@@ -38,6 +44,28 @@ pub fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         .map_err(|e| anyhow::anyhow!(describe(&e)))
         .with_context(|| format!("loading {}", config_path.display()))?;
 
+    let wants_tty = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let console = match (wants_tty, own_console, &opts.console_socket) {
+        // '@' cannot appear in a container id, so this never meets a container's directory.
+        (true, true, None) => Some(crate::console::Listener::bind(
+            &ctx.root.join(format!("@console-{id}.sock")),
+        )?),
+        (true, false, None) => anyhow::bail!(
+            "cannot allocate tty if lwk-runc will detach without setting console socket: \
+             pass --console-socket, or set process.terminal to false in {}",
+            config_path.display()
+        ),
+        _ => None,
+    };
+    let console_socket = console
+        .as_ref()
+        .map(|c| c.path.clone())
+        .or_else(|| opts.console_socket.clone());
+
     // LWK: decide, take the lease (booting the LWK if first), rewrite. None = plain.
     let cfg = crate::config::Config::load()?;
     let prepared = crate::lwk::prepare_create(&cfg, &ctx.root, id, &bundle, &spec)?;
@@ -46,7 +74,15 @@ pub fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         Some(p) => (Some(p.spec), p.pending),
         None => (None, None),
     };
-    let built = build(ctx, opts, id, &bundle, &spec, rewritten);
+    let built = build(
+        ctx,
+        opts,
+        console_socket.as_ref(),
+        id,
+        &bundle,
+        &spec,
+        rewritten,
+    );
     let container = match built {
         Ok(mut c) if lwk => {
             let pid = c.pid().map_or(0, |p| p.as_raw());
@@ -88,7 +124,7 @@ pub fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
         }
         return Err(err);
     }
-    Ok(container)
+    Ok((container, console))
 }
 
 /// Hands the spec to libcontainer — the caller's, or `rewritten` overlaid on it —
@@ -96,6 +132,7 @@ pub fn create(ctx: &Ctx, opts: &CreateOpts) -> Result<Container> {
 fn build(
     ctx: &Ctx,
     opts: &CreateOpts,
+    console_socket: Option<&std::path::PathBuf>,
     id: &str,
     bundle: &Path,
     spec: &Spec,
@@ -132,7 +169,7 @@ fn build(
         .context("using the state root")?
         .with_pid_file(opts.pid_file.as_ref())
         .context("using the pid file")?
-        .with_console_socket(opts.console_socket.as_ref())
+        .with_console_socket(console_socket)
         .with_preserved_fds(opts.preserve_fds)
         .validate_id()
         .with_context(|| format!("invalid container id {id:?}"))?

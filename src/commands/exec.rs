@@ -107,8 +107,8 @@ pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
     if args.detach {
         return Ok(0);
     }
-    let signals = wait::block()?;
-    wait::wait_forwarding(pid, &signals)
+    let signals = wait::block(false)?;
+    wait::wait_forwarding(pid, &signals, &|| {})
 }
 
 /// The container's process with runc's `exec` flags applied on top.

@@ -20,21 +20,26 @@ fn forwarded() -> impl Iterator<Item = Signal> {
     })
 }
 
-/// Blocks the forwarded signals and SIGCHLD so they queue for [`wait_forwarding`].
-/// Call after the container process exists (a blocked mask is inherited by fork).
-pub fn block() -> Result<SigSet> {
+/// Blocks the forwarded signals and SIGCHLD (and SIGWINCH when `winch`: the runtime
+/// relays a terminal) so they queue for [`wait_forwarding`]. Call after the container
+/// process exists (a blocked mask is inherited by fork).
+pub fn block(winch: bool) -> Result<SigSet> {
     let mut set = SigSet::empty();
     for s in forwarded() {
         set.add(s);
     }
     set.add(Signal::SIGCHLD);
+    if winch {
+        set.add(Signal::SIGWINCH);
+    }
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).context("blocking signals")?;
     Ok(set)
 }
 
-/// Waits for `pid` to end, forwarding every queued signal to it; returns its exit
-/// code, or 128+N when it died of signal N (the shell convention engines expect).
-pub fn wait_forwarding(pid: Pid, set: &SigSet) -> Result<i32> {
+/// Waits for `pid` to end, forwarding every queued signal to it (SIGWINCH goes to
+/// `on_winch` instead); returns its exit code, or 128+N when it died of signal N (the
+/// shell convention engines expect).
+pub fn wait_forwarding(pid: Pid, set: &SigSet, on_winch: &dyn Fn()) -> Result<i32> {
     loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(code),
@@ -44,7 +49,9 @@ pub fn wait_forwarding(pid: Pid, set: &SigSet) -> Result<i32> {
             Err(err) => return Err(err).with_context(|| format!("waiting for process {pid}")),
         }
         let sig = set.wait().context("waiting for signals")?;
-        if sig != Signal::SIGCHLD {
+        if sig == Signal::SIGWINCH {
+            on_winch();
+        } else if sig != Signal::SIGCHLD {
             match kill(pid, sig) {
                 Ok(()) | Err(Errno::ESRCH) => {}
                 Err(err) => tracing::warn!("forwarding {sig} to {pid}: {err}"),
