@@ -663,9 +663,111 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// A command line `getopt_long` with a leading `+` refuses.
+pub enum GetoptError {
+    /// `--name` not in the table (as typed).
+    UnknownLong(String),
+    /// `--name` that takes a value, last on the line (as typed).
+    MissingLong(String),
+    UnknownShort(char),
+    MissingShort(char),
+}
+
+/// `getopt_long` with a leading `+`, as mcexec and yod parse: options stop at `--` or
+/// at the first operand. Short options in `short_with_arg` take a value (`-n4`, `-n 4`),
+/// those in `short_flags` none; `long` lists (name, key, takes a value), and a value
+/// comes as `--name=v` or `--name v`. Each option reaches `on` as (key, value), the key
+/// of a short option being its letter. Returns the index of the first operand.
+pub fn getopt_plus<E>(
+    args: &[String],
+    short_with_arg: &str,
+    short_flags: &str,
+    long: &[(&str, &str, bool)],
+    mut on: impl FnMut(&str, Option<String>) -> Result<(), E>,
+    err: impl Fn(GetoptError) -> E,
+) -> Result<usize, E> {
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--" {
+            return Ok(i + 1);
+        }
+        if let Some(body) = a.strip_prefix("--") {
+            let (name, val) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (body, None),
+            };
+            let Some((_, key, takes)) = long.iter().find(|(n, _, _)| *n == name) else {
+                return Err(err(GetoptError::UnknownLong(a.clone())));
+            };
+            let v = if *takes && val.is_none() {
+                i += 1;
+                Some(
+                    args.get(i)
+                        .cloned()
+                        .ok_or_else(|| err(GetoptError::MissingLong(a.clone())))?,
+                )
+            } else {
+                val
+            };
+            on(key, v)?;
+        } else if a.len() > 1 && a.starts_with('-') {
+            let c = a[1..].chars().next().unwrap_or('-');
+            let key = c.to_string();
+            if short_flags.contains(c) {
+                on(&key, None)?;
+            } else if !short_with_arg.contains(c) {
+                return Err(err(GetoptError::UnknownShort(c)));
+            } else if a.len() > 1 + c.len_utf8() {
+                on(&key, Some(a[1 + c.len_utf8()..].to_string()))?;
+            } else {
+                i += 1;
+                let v = args
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| err(GetoptError::MissingShort(c)))?;
+                on(&key, Some(v))?;
+            }
+        } else {
+            return Ok(i);
+        }
+        i += 1;
+    }
+    Ok(i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn getopt_plus_stops_at_the_first_operand() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let long = [("flag", "flag", false), ("val", "v", true)];
+        let args = a(&[
+            "-n4", "-c", "1", "--flag", "--val=x", "--val", "y", "prog", "-n", "5",
+        ]);
+        let mut seen = Vec::new();
+        let first = getopt_plus(
+            &args,
+            "nc",
+            "h",
+            &long,
+            |k, v| {
+                seen.push(format!("{k}={}", v.unwrap_or_default()));
+                Ok(())
+            },
+            |e| e,
+        );
+        assert!(matches!(first, Ok(7)));
+        assert_eq!(seen, ["n=4", "c=1", "flag=", "v=x", "v=y"]);
+        let err = |v: &[&str]| getopt_plus(&a(v), "n", "h", &long, |_, _| Ok(()), |e| e).err();
+        assert!(matches!(err(&["-z"]), Some(GetoptError::UnknownShort('z'))));
+        assert!(matches!(err(&["-n"]), Some(GetoptError::MissingShort('n'))));
+        assert!(matches!(err(&["--nope"]), Some(GetoptError::UnknownLong(a)) if a == "--nope"));
+        assert!(matches!(err(&["--val"]), Some(GetoptError::MissingLong(a)) if a == "--val"));
+        assert!(err(&["-h", "--", "-z"]).is_none());
+    }
 
     #[test]
     fn cpulist_roundtrip() {

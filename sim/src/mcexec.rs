@@ -61,72 +61,38 @@ struct Opts {
 
 /// getopt with a leading `+`: stop at the first non-option.
 fn parse(args: &[String], argv0: &str) -> Result<Opts, i32> {
-    let mut o = Opts {
-        nr_partitions: 0,
-        rest: vec![],
-    };
-    let mut i = 0;
-    let mut set = |c: char, v: &str| {
-        if c == 'n' {
-            o.nr_partitions = ihk::atoi(v);
-        }
-    };
-    while i < args.len() {
-        let a = &args[i];
-        if a == "--" {
-            i += 1;
-            break;
-        }
-        if let Some(long) = a.strip_prefix("--") {
-            let (name, val) = match long.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (long, None),
-            };
-            let Some((_, has_arg)) = LONG.iter().find(|(n, _)| *n == name) else {
-                eprintln!("{}: unrecognized option '{}'", argv0, a);
-                usage(argv0);
-                return Err(1);
-            };
-            if *has_arg && val.is_none() {
-                i += 1;
-                if i >= args.len() {
-                    eprintln!("{}: option '--{}' requires an argument", argv0, name);
-                    usage(argv0);
-                    return Err(1);
+    let long: Vec<(&str, &str, bool)> = LONG.iter().map(|&(n, a)| (n, n, a)).collect();
+    let mut nr_partitions = 0;
+    let first = getopt_plus(
+        args,
+        SHORT_ARG,
+        "",
+        &long,
+        |key, v| {
+            if key == "n" {
+                nr_partitions = ihk::atoi(v.as_deref().unwrap_or(""));
+            }
+            Ok(())
+        },
+        |e| {
+            match e {
+                GetoptError::UnknownLong(a) => eprintln!("{argv0}: unrecognized option '{a}'"),
+                GetoptError::MissingLong(a) => {
+                    eprintln!("{argv0}: option '{a}' requires an argument")
+                }
+                GetoptError::UnknownShort(c) => eprintln!("{argv0}: invalid option -- '{c}'"),
+                GetoptError::MissingShort(c) => {
+                    eprintln!("{argv0}: option requires an argument -- '{c}'")
                 }
             }
-            i += 1;
-            continue;
-        }
-        if a.len() > 1 && a.starts_with('-') {
-            // Every short option of mcexec takes an argument: `-n4` or `-n 4`.
-            let c = a[1..].chars().next().unwrap_or('-');
-            if !SHORT_ARG.contains(c) {
-                eprintln!("{}: invalid option -- '{}'", argv0, c);
-                usage(argv0);
-                return Err(1);
-            }
-            let v = if a.len() > 1 + c.len_utf8() {
-                a[1 + c.len_utf8()..].to_string()
-            } else {
-                i += 1;
-                match args.get(i) {
-                    Some(v) => v.clone(),
-                    None => {
-                        eprintln!("{}: option requires an argument -- '{}'", argv0, c);
-                        usage(argv0);
-                        return Err(1);
-                    }
-                }
-            };
-            set(c, &v);
-            i += 1;
-            continue;
-        }
-        break;
-    }
-    o.rest = args[i..].to_vec();
-    Ok(o)
+            usage(argv0);
+            1
+        },
+    )?;
+    Ok(Opts {
+        nr_partitions,
+        rest: args[first..].to_vec(),
+    })
 }
 
 fn find_program(prog: &str) -> Option<String> {

@@ -519,7 +519,6 @@ struct YodOpts {
 
 fn parse_yod(args: &[String]) -> Result<YodOpts, i32> {
     let mut o = YodOpts::default();
-    let mut i = 0;
     let apply = |o: &mut YodOpts, key: &str, v: Option<String>| -> Result<(), i32> {
         match key {
             "R" => o.r = v,
@@ -543,72 +542,36 @@ fn parse_yod(args: &[String]) -> Result<YodOpts, i32> {
         }
         Ok(())
     };
-    while i < args.len() {
-        let a = &args[i];
-        if a == "--" {
-            i += 1;
-            break;
-        }
-        if let Some(long) = a.strip_prefix("--") {
-            let (name, val) = match long.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (long, None),
-            };
-            let Some((_, short, has_arg)) = YOD_LONG.iter().find(|(n, _, _)| *n == name) else {
+    let long: Vec<(&str, String, bool)> = YOD_LONG
+        .iter()
+        .map(|&(n, short, takes)| (n, short.map_or_else(|| n.to_string(), String::from), takes))
+        .collect();
+    let long: Vec<(&str, &str, bool)> = long.iter().map(|(n, k, t)| (*n, k.as_str(), *t)).collect();
+    let first = getopt_plus(
+        args,
+        YOD_SHORT_ARG,
+        "h",
+        &long,
+        |key, v| apply(&mut o, key, v),
+        |e| match e {
+            GetoptError::UnknownLong(a) => {
                 yod_usage();
-                return Err(abort(libc::EINVAL, &format!("unrecognized option '{}'", a)));
-            };
-            let v = if *has_arg && val.is_none() {
-                i += 1;
-                match args.get(i) {
-                    Some(v) => Some(v.clone()),
-                    None => {
-                        return Err(abort(
-                            libc::EINVAL,
-                            &format!("option '{}' requires an argument", a),
-                        ))
-                    }
-                }
-            } else {
-                val
-            };
-            let key = short
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| name.to_string());
-            apply(&mut o, &key, v)?;
-            i += 1;
-            continue;
-        }
-        if a.len() > 1 && a.starts_with('-') {
-            let c = &a[1..2];
-            if c == "h" {
-                apply(&mut o, "h", None)?;
+                abort(libc::EINVAL, &format!("unrecognized option '{a}'"))
             }
-            if !YOD_SHORT_ARG.contains(c) {
+            GetoptError::MissingLong(a) => {
+                abort(libc::EINVAL, &format!("option '{a}' requires an argument"))
+            }
+            GetoptError::UnknownShort(c) => {
                 yod_usage();
-                return Err(abort(libc::EINVAL, &format!("invalid option -- '{}'", c)));
+                abort(libc::EINVAL, &format!("invalid option -- '{c}'"))
             }
-            let v = if a.len() > 2 {
-                a[2..].to_string()
-            } else {
-                i += 1;
-                match args.get(i) {
-                    Some(v) => v.clone(),
-                    None => {
-                        return Err(abort(
-                            libc::EINVAL,
-                            &format!("option requires an argument -- '{}'", c),
-                        ))
-                    }
-                }
-            };
-            apply(&mut o, c, Some(v))?;
-            i += 1;
-            continue;
-        }
-        break;
-    }
-    o.cmd = args[i..].to_vec();
+            GetoptError::MissingShort(c) => abort(
+                libc::EINVAL,
+                &format!("option requires an argument -- '{c}'"),
+            ),
+        },
+    )?;
+    o.cmd = args[first..].to_vec();
     Ok(o)
 }
 
