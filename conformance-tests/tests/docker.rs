@@ -564,4 +564,19 @@ fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
         w.calls()
     );
     w.assert_clean();
+
+    // mOS: yod reserves the LWK CPU for the workload and execs it there; the partition
+    // is created for the container and deleted after it.
+    let show = "echo hello-mos; grep Cpus_allowed_list /proc/self/status; \
+                echo reserved=$(cat /sys/kernel/mOS/lwkcpus_reserved)";
+    let out = d.docker(&[run, &["-e", "LWK_KERNEL=mos", IMAGE, "sh", "-c", show]].concat());
+    assert!(out.stdout.contains("hello-mos"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("Cpus_allowed_list:\t1\n") && out.stdout.contains("reserved=1"),
+        "not on the reserved mOS CPU: {}",
+        out.stdout
+    );
+    assert_eq!(w.count("lwkctl\t-c"), 1, "{}", w.calls());
+    assert_eq!(w.count("lwkctl\t-d"), 1, "{}", w.calls());
+    w.assert_clean();
 }
