@@ -8,6 +8,7 @@ packages=(
   pkg-config libseccomp-dev   # libcontainer's seccomp support
   runc                        # the reference runtime the suite and benches compare against
   docker.io                   # the Docker end-to-end tests (private dockerd)
+  podman                      # the podman end-to-end test (private storage, no daemon)
   busybox-static              # the test and demo rootfs
   musl-tools                  # a musl-only rootfs for the launcher-closure test
   patchelf                    # makes a dynamically linked launcher run in any rootfs

@@ -509,6 +509,15 @@ pub fn wait_timeout(mut child: Child, timeout: Duration, what: &str) -> ExitStat
 }
 
 /// Path to &str for argument lists.
+/// `name` in a directory of `$PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    })
+}
+
 pub fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
@@ -817,6 +826,23 @@ sysfs = "{s}/sys/kernel/mOS"
         fs::read_dir(self.leases.join("leases"))
             .map(|d| d.count())
             .unwrap_or(0)
+    }
+
+    /// The calls.log shows `boots` boots and as many teardowns of `kernel` ("mckernel" or
+    /// "mos") so far, and nothing is left reserved or leased.
+    pub fn assert_booted_and_torn_down(&self, kernel: &str, boots: usize) {
+        let (up, down) = match kernel {
+            "mos" => ("lwkctl\t-c", "lwkctl\t-d"),
+            _ => ("\t0 boot\t", " destroy "),
+        };
+        assert_eq!(self.count(up), boots, "{kernel} boots: {}", self.calls());
+        assert_eq!(
+            self.count(down),
+            boots,
+            "{kernel} teardowns: {}",
+            self.calls()
+        );
+        self.assert_clean();
     }
 
     pub fn assert_clean(&self) {

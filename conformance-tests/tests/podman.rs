@@ -1,0 +1,136 @@
+//! podman end to end: podman 4 drives the runtime through conmon, registered by name
+//! with the shipped `config/engines/containers.conf` (so podman parses its JSON logs),
+//! with private storage and no network. Skipped when podman is not installed.
+
+use std::fs;
+use std::process::{Command, Stdio};
+
+use lwk_conformance::*;
+
+/// `--ulimit` values any runtime may set: podman's defaults (1048576 open files) need
+/// CAP_SYS_RESOURCE, which sandboxes drop, and conmon may run under lower limits than
+/// ours; modest values (runc spec's 1024 files) under our hard limit always work.
+fn ulimit(name: &str, resource: libc::__rlimit_resource_t, want: u64) -> String {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we own.
+    assert_eq!(unsafe { libc::getrlimit(resource, &mut r) }, 0);
+    let v = want.min(r.rlim_max);
+    format!("{name}={v}:{v}")
+}
+
+#[test]
+fn podman_end_to_end() {
+    require_root();
+    let Some(podman) = find_in_path("podman") else {
+        eprintln!("SKIPPED podman_end_to_end: podman is not installed");
+        return;
+    };
+    let ctx = Ctx::new();
+    let w = World::new(&ctx, "");
+    let rootfs = ctx.bundle("b", &base_config(&["true"])).join("rootfs");
+
+    // conmon hands the runtime a clean environment: a wrapper points it at the test's
+    // simulated node, as /etc/lwk-runc/config.toml would on a real one.
+    let wrapper = ctx.path("lwk-runc-wrapper");
+    let [(k1, v1), (k2, v2)] = w.env();
+    write_script(
+        &wrapper,
+        &format!(
+            "#!/bin/sh\nexport {k1}={} {k2}={}\nexec {} \"$@\"\n",
+            s(&v1),
+            s(&v2),
+            s(&runtime_bin())
+        ),
+    );
+    let shipped = fs::read_to_string(workspace_root().join("config/engines/containers.conf"))
+        .expect("config/engines/containers.conf");
+    assert!(
+        shipped.contains("\"/usr/local/bin/lwk-runc\"") && shipped.contains("\"lwk-runc\"]"),
+        "containers.conf must register lwk-runc and list it in runtime_supports_json"
+    );
+    let conf = ctx.path("containers.conf");
+    fs::write(
+        &conf,
+        shipped.replace("/usr/local/bin/lwk-runc", &s(&wrapper)),
+    )
+    .unwrap();
+
+    let state = ctx.path("podman");
+    let podman_cmd = |args: &[&str]| {
+        let mut c = Command::new(&podman);
+        c.env("CONTAINERS_CONF", &conf)
+            .arg("--root")
+            .arg(state.join("storage"))
+            .arg("--runroot")
+            .arg(state.join("run"))
+            .arg("--tmpdir")
+            .arg(state.join("tmp"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+            ])
+            .args(args)
+            .stdin(Stdio::null());
+        ctx.run_cmd(c)
+    };
+    let nofile = ulimit("nofile", libc::RLIMIT_NOFILE, 1024);
+    let nproc = ulimit("nproc", libc::RLIMIT_NPROC, 4096);
+    let rootfs_s = s(&rootfs);
+    // podman run --rm … [options] --rootfs DIR COMMAND…
+    let podman_run = |opts: &[&str], cmd: &[&str]| {
+        let head = [
+            "run",
+            "--rm",
+            "--runtime",
+            "lwk-runc",
+            "--network",
+            "none",
+            "--ulimit",
+            &nofile,
+            "--ulimit",
+            &nproc,
+        ];
+        podman_cmd(&[&head[..], opts, &["--rootfs", &rootfs_s], cmd].concat())
+    };
+
+    let out = podman_run(&[], &["/bin/sh", "-c", "echo hi-podman; exit 3"]);
+    assert_eq!(out.code(), Some(3), "{}", ctx.explain(&out));
+    assert_eq!(out.stdout.trim(), "hi-podman");
+
+    // The runtime's error reaches the user through podman.
+    let out = podman_run(&[], &["/no/such/binary"]);
+    assert!(!out.ok(), "{}", ctx.explain(&out));
+    assert!(
+        out.stderr.contains("/no/such/binary"),
+        "podman's error must carry the runtime's message naming the binary: {}",
+        out.stderr
+    );
+
+    if runtime_is_runc() {
+        eprintln!("SKIPPED podman on the simulated LWK: runc has no LWK layer");
+    } else {
+        let show = "grep Cpus_allowed_list /proc/self/status; tr '\\0' ' ' < /proc/$PPID/cmdline";
+        let out = podman_run(&["-e", "LWK_KERNEL=mckernel"], &["/bin/sh", "-c", show]);
+        assert!(out.ok(), "{}", ctx.explain(&out));
+        assert!(
+            out.stdout.contains("Cpus_allowed_list:\t1\n") && out.stdout.contains("mcexec"),
+            "not run under mcexec on the LWK CPU: {}",
+            out.stdout
+        );
+        w.assert_booted_and_torn_down("mckernel", 1);
+    }
+    let out = podman_cmd(&["ps", "-aq"]);
+    assert_eq!(
+        out.stdout.trim(),
+        "",
+        "podman left containers: {}",
+        out.stdout
+    );
+}
