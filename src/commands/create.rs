@@ -66,6 +66,8 @@ pub fn create(
         .map(|c| c.path.clone())
         .or_else(|| opts.console_socket.clone());
 
+    check_rlimits(&spec, &config_path)?;
+
     // LWK: decide, take the lease (booting the LWK if first), rewrite. None = plain.
     let cfg = crate::config::Config::load()?;
     let prepared = crate::lwk::prepare_create(&cfg, &ctx.root, id, &bundle, &spec)?;
@@ -182,6 +184,85 @@ fn build(
         .with_context(|| format!("creating container {id} from bundle {}", bundle.display()))
 }
 
+/// The kernel refuses to raise a hard rlimit without CAP_SYS_RESOURCE in the initial
+/// user namespace, and libcontainer then reports only "intermediate process error
+/// EPERM". Name the limit and what to do before anything is set up. (podman asks for
+/// 1048576 open files by default; sandboxes often drop CAP_SYS_RESOURCE.)
+fn check_rlimits(spec: &Spec, config_path: &Path) -> Result<()> {
+    let Some(limits) = spec.process().as_ref().and_then(|p| p.rlimits().as_ref()) else {
+        return Ok(());
+    };
+    let own_userns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+        });
+    for l in limits {
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit fills the struct we own; the type's value is the resource
+        // number (libcontainer passes it to setrlimit the same way).
+        if unsafe { libc::getrlimit(l.typ() as _, &mut cur) } != 0 || l.hard() <= cur.rlim_max {
+            continue;
+        }
+        let may_raise = !own_userns && has_cap_sys_resource();
+        let name = serde_json::to_value(l.typ())
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_else(|| format!("{:?}", l.typ()));
+        if let Some(why) = rlimit_refusal(&name, l.hard(), cur.rlim_max, may_raise, own_userns) {
+            anyhow::bail!("process.rlimits in {}: {why}", config_path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Why setting a hard limit of `want` would fail, given the current hard limit.
+fn rlimit_refusal(
+    name: &str,
+    want: u64,
+    cur: u64,
+    may_raise: bool,
+    own_userns: bool,
+) -> Option<String> {
+    if want <= cur || may_raise {
+        return None;
+    }
+    let who = if own_userns {
+        "a container with its own user namespace does not have it"
+    } else {
+        "lwk-runc runs without it here"
+    };
+    Some(format!(
+        "{name} hard limit {want} is above the current hard limit {cur}, and raising it \
+         needs CAP_SYS_RESOURCE ({who}); ask for at most {cur} \
+         (docker/podman: --ulimit {}={cur}:{cur})",
+        ulimit_name(name)
+    ))
+}
+
+/// `RLIMIT_NOFILE` -> `nofile`, as docker and podman spell it for --ulimit.
+fn ulimit_name(name: &str) -> String {
+    name.trim_start_matches("RLIMIT_").to_ascii_lowercase()
+}
+
+/// CAP_SYS_RESOURCE (bit 24) in this process's effective set.
+fn has_cap_sys_resource() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
 /// The bundle's rootfs as an absolute path, for `state`.
 fn rootfs_of(bundle: &std::path::Path, spec: &Spec) -> std::path::PathBuf {
     match spec.root().as_ref().map(|r| r.path()) {
@@ -204,4 +285,30 @@ pub fn describe(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raising_a_hard_rlimit_without_the_capability_is_named() {
+        assert_eq!(
+            rlimit_refusal("RLIMIT_NOFILE", 1024, 20000, false, false),
+            None
+        );
+        assert_eq!(
+            rlimit_refusal("RLIMIT_NOFILE", 1 << 20, 20000, true, false),
+            None
+        );
+        let why = rlimit_refusal("RLIMIT_NOFILE", 1 << 20, 20000, false, false).unwrap();
+        assert!(
+            why.contains("RLIMIT_NOFILE hard limit 1048576")
+                && why.contains("CAP_SYS_RESOURCE")
+                && why.contains("--ulimit nofile=20000:20000"),
+            "{why}"
+        );
+        let why = rlimit_refusal("RLIMIT_NPROC", 10, 5, false, true).unwrap();
+        assert!(why.contains("own user namespace"), "{why}");
+    }
 }
