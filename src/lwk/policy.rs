@@ -97,10 +97,6 @@ pub fn decide(
     Ok(Some(LwkRequest { kind, args }))
 }
 
-/// Decide for a process started by `exec` (see the module doc): `env` is the process's
-/// env, `inherited` the container's own env entries it may have inherited. Only an
-/// `LWK_KERNEL` entry that is not among the inherited ones asks; no default, no
-/// annotations, so a debugging shell exec'd into an LWK container runs on Linux.
 /// Whether an env names an LWK at all (only then does an exec need the container's env
 /// to compare with).
 pub fn names_lwk(env: &[String]) -> bool {
@@ -118,6 +114,10 @@ pub fn exec_inherited(mut container_env: Vec<String>, cli_env: &[String]) -> Vec
     container_env
 }
 
+/// Decide for a process started by `exec` (see the module doc): `env` is the process's
+/// env, `inherited` the container's own env entries it may have inherited. Only an
+/// `LWK_KERNEL` entry that is not among the inherited ones asks; no default, no
+/// annotations, so a debugging shell exec'd into an LWK container runs on Linux.
 pub fn decide_exec(
     cfg: &Config,
     env: &[String],
