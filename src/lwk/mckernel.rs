@@ -15,6 +15,8 @@ use crate::lwk::driver::{self, run, run_ok, strs, ContainerFacts, Driver, Driver
 use crate::lwk::LwkKind;
 
 const K: LwkKind = LwkKind::McKernel;
+/// The config key naming ihkosctl, for errors about running it.
+const IHKOSCTL_KEY: &str = "mckernel.ihkosctl";
 
 pub struct McKernel<'a> {
     cfg: &'a McKernelConfig,
@@ -39,15 +41,23 @@ impl<'a> McKernel<'a> {
         run_ok(K, &self.cfg.ihkconfig, "mckernel.ihkconfig", &a)
     }
 
-    fn ihkosctl(&self, args: &[&str]) -> Result<driver::ToolOutput, DriverError> {
+    /// `ihkosctl <os> args…`: the argument list of every ihkosctl call.
+    fn osctl_args(&self, args: &[&str]) -> Vec<String> {
         let mut a = vec![self.cfg.os_index.to_string()];
         a.extend(strs(args));
-        run_ok(K, &self.cfg.ihkosctl, "mckernel.ihkosctl", &a)
+        a
+    }
+
+    fn ihkosctl(&self, args: &[&str]) -> Result<driver::ToolOutput, DriverError> {
+        run_ok(K, &self.cfg.ihkosctl, IHKOSCTL_KEY, &self.osctl_args(args))
     }
 
     fn kmsg_tail(&self) -> String {
-        let a = vec![self.cfg.os_index.to_string(), "kmsg".to_string()];
-        match run(&self.cfg.ihkosctl, "mckernel.ihkosctl", &a) {
+        match run(
+            &self.cfg.ihkosctl,
+            IHKOSCTL_KEY,
+            &self.osctl_args(&["kmsg"]),
+        ) {
             Ok(o) => {
                 let lines: Vec<&str> = o.stdout.lines().collect();
                 let tail = lines[lines.len().saturating_sub(15)..].join("\n");
@@ -124,13 +134,12 @@ impl Driver for McKernel<'_> {
         if !self.mcos().exists() {
             return Ok(Probe::Known(None));
         }
-        let args = vec![self.cfg.os_index.to_string(), "get".into(), "status".into()];
-        let key = "mckernel.ihkosctl";
+        let args = self.osctl_args(&["get", "status"]);
         Ok(Probe::Running {
             kind: K,
-            child: driver::spawn(&self.cfg.ihkosctl, key, &args)?,
+            child: driver::spawn(&self.cfg.ihkosctl, IHKOSCTL_KEY, &args)?,
             tool: self.cfg.ihkosctl.clone(),
-            key,
+            key: IHKOSCTL_KEY,
             args,
         })
     }
