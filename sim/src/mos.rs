@@ -477,30 +477,31 @@ fn abort(errno: i32, msg: &str) -> i32 {
 }
 
 const YOD_SHORT_ARG: &str = "cCGgMpRuovxyU";
-const YOD_LONG: &[(&str, Option<char>, bool)] = &[
-    ("resources", Some('R'), true),
-    ("cpus", Some('c'), true),
-    ("cores", Some('C'), true),
-    ("mem", Some('M'), true),
-    ("gpus", Some('G'), true),
-    ("gpu-tiles", Some('g'), true),
-    ("util_threads", Some('u'), true),
-    ("memory-preference", Some('p'), true),
-    ("opt", Some('o'), true),
-    ("verbose", Some('v'), true),
-    ("help", Some('h'), false),
-    ("resource_algorithm", None, true),
-    ("layout", None, true),
-    ("rank-layout", None, true),
-    ("aligned-mmap", None, true),
-    ("brk-clear-length", None, true),
-    ("mosview", None, true),
-    ("maxpage", None, true),
-    ("pagefault", None, true),
-    ("mempolicy", None, true),
-    ("memtype-ratio", None, true),
-    ("lwkmem-disable", None, false),
-    ("dry-run", None, false),
+/// (long name, getopt key: the short letter or else the name, takes a value).
+const YOD_LONG: &[(&str, &str, bool)] = &[
+    ("resources", "R", true),
+    ("cpus", "c", true),
+    ("cores", "C", true),
+    ("mem", "M", true),
+    ("gpus", "G", true),
+    ("gpu-tiles", "g", true),
+    ("util_threads", "u", true),
+    ("memory-preference", "p", true),
+    ("opt", "o", true),
+    ("verbose", "v", true),
+    ("help", "h", false),
+    ("resource_algorithm", "resource_algorithm", true),
+    ("layout", "layout", true),
+    ("rank-layout", "rank-layout", true),
+    ("aligned-mmap", "aligned-mmap", true),
+    ("brk-clear-length", "brk-clear-length", true),
+    ("mosview", "mosview", true),
+    ("maxpage", "maxpage", true),
+    ("pagefault", "pagefault", true),
+    ("mempolicy", "mempolicy", true),
+    ("memtype-ratio", "memtype-ratio", true),
+    ("lwkmem-disable", "lwkmem-disable", false),
+    ("dry-run", "dry-run", false),
 ];
 
 #[derive(Default)]
@@ -542,16 +543,11 @@ fn parse_yod(args: &[String]) -> Result<YodOpts, i32> {
         }
         Ok(())
     };
-    let long: Vec<(&str, String, bool)> = YOD_LONG
-        .iter()
-        .map(|&(n, short, takes)| (n, short.map_or_else(|| n.to_string(), String::from), takes))
-        .collect();
-    let long: Vec<(&str, &str, bool)> = long.iter().map(|(n, k, t)| (*n, k.as_str(), *t)).collect();
     let first = getopt_plus(
         args,
         YOD_SHORT_ARG,
         "h",
-        &long,
+        YOD_LONG,
         |key, v| apply(&mut o, key, v),
         |e| match e {
             GetoptError::UnknownLong(a) => {
