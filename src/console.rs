@@ -129,7 +129,8 @@ impl Relay {
 
     /// Give the container's terminal our terminal's size (on start and on SIGWINCH).
     pub fn resize(&self) {
-        if !stdin_is_tty() {
+        // Our stdin was a terminal exactly when we saved its mode.
+        if self.saved.is_none() {
             return;
         }
         // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write one winsize struct we own.
