@@ -410,7 +410,6 @@ impl PendingCheck {
 pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Acquired, LeaseError> {
     let key = lease_key(n.root, n.id)?;
     let queued_at = now_ns();
-    let mut pending = None;
     let t = Table::lock(&cfg.lease_dir)?;
     let live = t.sweep()?.live;
     if let Some((_, old)) = live.iter().find(|(k, _)| *k == key) {
@@ -444,6 +443,7 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Acquired, Le
     let mut node = t.node(kind);
     let others = live.iter().any(|(_, l)| l.kernel == kind);
     let mut node_changed = false;
+    let mut pending = None;
     let up = match node.as_mut() {
         Some(s) if s.phase == "up" && mode != BootMode::External => {
             if !others {
