@@ -508,7 +508,6 @@ pub fn wait_timeout(mut child: Child, timeout: Duration, what: &str) -> ExitStat
     }
 }
 
-/// Path to &str for argument lists.
 /// `name` in a directory of `$PATH`.
 pub fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| {
@@ -518,6 +517,7 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
     })
 }
 
+/// Path to &str for argument lists.
 pub fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
