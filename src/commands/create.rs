@@ -44,6 +44,8 @@ pub fn create(
         .map_err(|e| anyhow::anyhow!(describe(&e)))
         .with_context(|| format!("loading {}", config_path.display()))?;
 
+    check_rlimits(&spec, &config_path)?;
+
     let wants_tty = spec
         .process()
         .as_ref()
@@ -65,8 +67,6 @@ pub fn create(
         .as_ref()
         .map(|c| c.path.clone())
         .or_else(|| opts.console_socket.clone());
-
-    check_rlimits(&spec, &config_path)?;
 
     // LWK: decide, take the lease (booting the LWK if first), rewrite. None = plain.
     let cfg = crate::config::Config::load()?;
