@@ -682,8 +682,21 @@ pub fn pass_fd3(cmd: &mut Command, file: &File) {
     }
 }
 
-/// Where `lwk-sim install --prefix` put the simulated LWK tools.
-pub const SIM: &str = "/opt/lwk-sim/bin";
+/// Where `lwk-sim install --prefix` put the simulator: `$LWK_SIM_PREFIX`, default
+/// `/opt/lwk-sim`. A second prefix lets a simulator under development be tested beside
+/// the installed one.
+pub fn sim_prefix() -> &'static str {
+    static P: OnceLock<String> = OnceLock::new();
+    P.get_or_init(|| match std::env::var("LWK_SIM_PREFIX") {
+        Ok(p) if !p.is_empty() => p,
+        _ => "/opt/lwk-sim".into(),
+    })
+}
+
+/// The simulated LWK tools' directory, `<prefix>/bin`.
+pub fn sim_bin() -> String {
+    format!("{}/bin", sim_prefix())
+}
 
 /// How a simulated node is set up.
 #[derive(Default)]
@@ -720,14 +733,16 @@ impl World {
     }
 
     pub fn at(dir: &Path, o: &WorldOpts) -> World {
+        let sim_bin = sim_bin();
         assert!(
-            Path::new(SIM).join("lwk-sim").exists(),
-            "install the simulator first: lwk-sim install --prefix /opt/lwk-sim"
+            Path::new(&sim_bin).join("lwk-sim").exists(),
+            "install the simulator first: lwk-sim install --prefix {}",
+            sim_prefix()
         );
         let sim = dir.join("sim");
         fs::create_dir_all(&sim).unwrap();
         if !o.no_modprobe {
-            let st = Command::new(format!("{SIM}/lwk-sim"))
+            let st = Command::new(format!("{sim_bin}/lwk-sim"))
                 .arg("modprobe")
                 .env("LWK_SIM_ROOT", &sim)
                 .status()
@@ -751,7 +766,7 @@ mcstop = "{SIM}/mcstop+release.sh"
 dev_dir = "{s}/dev"
 cpus = "1"
 memory = "64M@0"
-image = "/opt/lwk-sim/smp-x86/kernel/mckernel.img"
+image = "{p}/smp-x86/kernel/mckernel.img"
 boot_timeout_secs = 20
 {mck}
 
@@ -763,6 +778,8 @@ sysfs = "{s}/sys/kernel/mOS"
 "#,
                 l = leases.display(),
                 s = sim.display(),
+                SIM = sim_bin,
+                p = sim_prefix(),
                 top = o.top,
                 mck = o.mckernel,
             ),
@@ -795,7 +812,7 @@ sysfs = "{s}/sys/kernel/mOS"
 
     /// A simulated tool (`ihkosctl`, ...) run against this node: its stdout, trimmed.
     pub fn tool(&self, name: &str, args: &[&str]) -> String {
-        let o = Command::new(format!("{SIM}/{name}"))
+        let o = Command::new(format!("{}/{name}", sim_bin()))
             .args(args)
             .env("LWK_SIM_ROOT", &self.sim)
             .output()
