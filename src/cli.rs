@@ -106,12 +106,74 @@ pub enum Command {
     Lwk(LwkCmd),
     /// the LWK lease logic as an OCI hook (state JSON on stdin), for runc, crun and podman users
     Hook(HookCmd),
+    /// run this MPI rank in its job's container on this node (one container and one LWK per job per node)
+    #[command(after_help = CONEXEC_EXAMPLES)]
+    Conexec(ConexecArgs),
+    /// internal: deletes a conexec job container once its rank server has ended
+    #[command(name = "conexec-reap", hide = true)]
+    ConexecReap {
+        #[arg(value_name = "container-id")]
+        id: String,
+    },
     /// internal: the linger reaper; sleeps, then tears the LWK down if still idle
     #[command(name = "lwk-reap", hide = true)]
     LwkReap {
         /// seconds to linger before checking
         secs: u64,
     },
+}
+
+const CONEXEC_EXAMPLES: &str = "\
+Examples:
+  mpirun -n 128 --map-by ppr:64:node lwk-runc conexec --lwk mckernel --rootfs /images/miniapps -- /miniapps/miniFE.x nx=660
+  mpirun -n 4 lwk-runc conexec --lwk mos --bundle ./bundle -- ./mpi_hello
+  srun -N 2 --ntasks-per-node=64 --mpi=pmix lwk-runc conexec --lwk mckernel --rootfs /images/app -- ./app
+  mpiexec.hydra -n 8 lwk-runc conexec --lwk none --rootfs ./rootfs -- ./app
+
+The first rank of a job to reach a node creates the job's container; the others join it.
+Each rank runs as a child of the container's rank server, under mcexec -n PPN (McKernel)
+or yod -R 1/PPN (mOS), with its own stdio, argv, cwd and environment, and this process
+exits as its rank does. The job is known by --job, else SLURM_JOB_ID.SLURM_STEP_ID,
+PMIX_NAMESPACE, PMI_JOBID, or the launcher process that is the ranks' parent; ranks per
+node by --ppn, else OMPI_COMM_WORLD_LOCAL_SIZE, MPI_LOCALNRANKS, PMI_LOCAL_SIZE or Slurm's
+tasks per node.";
+
+#[derive(Args, Debug)]
+pub struct ConexecArgs {
+    /// the kernel the ranks run on (default: LWK_KERNEL, the bundle's run.lwk.kernel, else none)
+    #[arg(long, value_name = "mckernel|mos|none")]
+    pub lwk: Option<String>,
+    /// a bundle whose spec the job container starts from (MPI's needs override it)
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "rootfs",
+        required_unless_present = "rootfs"
+    )]
+    pub bundle: Option<PathBuf>,
+    /// a root filesystem to run the ranks in, with a spec made for MPI
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// the job's identity on this node (default: from the launcher's environment)
+    #[arg(long, value_name = "ID")]
+    pub job: Option<String>,
+    /// ranks of the job on this node (default: from the launcher's environment)
+    #[arg(long, value_name = "N")]
+    pub ppn: Option<u32>,
+    /// seconds the container waits for the rest of the node's ranks once none is running
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub join_timeout_secs: u64,
+    /// seconds a rank waits for another rank that is creating the job's container
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub lock_timeout_secs: u64,
+    /// the rank's command
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -7,6 +7,7 @@
 
 mod cli;
 mod commands;
+mod conexec;
 mod config;
 mod console;
 mod executor;
@@ -39,7 +40,10 @@ fn main() {
     // or build a container are exposed, so only they pay for the re-exec.
     if matches!(
         cli.command,
-        cli::Command::Create(_) | cli::Command::Run(_) | cli::Command::Exec(_)
+        cli::Command::Create(_)
+            | cli::Command::Run(_)
+            | cli::Command::Exec(_)
+            | cli::Command::Conexec(_)
     ) {
         if let Err(err) = seal::ensure_sealed() {
             eprintln!("lwk-runc: protecting the runtime binary (CVE-2019-5736): {err:#}");

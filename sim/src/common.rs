@@ -472,6 +472,16 @@ impl Topology {
     }
 }
 
+/// The variable that tells an LWK process which simulated CPUs it was given: on a
+/// real LWK `sched_getaffinity` says so, here the real mask folds them onto the
+/// host's few CPUs, so the simulator also names them.
+pub const LWK_CPUS_ENV: &str = "LWK_SIM_LWK_CPUS";
+
+/// Name `cpus` to the LWK process about to be exec'd (call before fork/exec).
+pub fn announce_cpus(cpus: &[u32]) {
+    std::env::set_var(LWK_CPUS_ENV, fmt_cpulist(cpus));
+}
+
 /// Simulated CPU k runs on real CPU (k mod nproc).
 pub fn pin_to(cpus: &[u32]) -> io::Result<()> {
     // SAFETY: sysconf is always safe to call.

@@ -327,6 +327,7 @@ fn join_group(dev: &File, n: u32, nspid: u64, cpus: &[u32]) -> Result<Vec<u32>, 
 }
 
 fn run_child(prog: &str, args: &[String], cpus: &[u32], crash_after: Option<u64>) -> i32 {
+    crate::common::announce_cpus(cpus);
     let cprog = cstr(prog);
     let cargs: Vec<_> = args.iter().map(|a| cstr(a)).collect();
     let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();

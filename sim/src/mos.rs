@@ -938,6 +938,7 @@ pub fn yod(args: &[String]) -> i32 {
     if let Err(e) = pin_to(&cpus) {
         return abort(-1, &format!("sched_setaffinity: {}", e));
     }
+    crate::common::announce_cpus(&cpus);
     drop(dir_guard);
     advance_rank(rank_guard, mpi);
     // The owner fd must survive exec.

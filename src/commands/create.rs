@@ -14,7 +14,7 @@ use crate::cli::CreateOpts;
 use crate::executor::WorkloadExecutor;
 
 pub fn run(ctx: &Ctx, opts: &CreateOpts) -> Result<()> {
-    create(ctx, opts, false).map(|_| ())
+    create(ctx, opts, false, None).map(|_| ())
 }
 
 /// Creates the container and returns it in the `created` state. Shared by `run`, which
@@ -24,6 +24,7 @@ pub fn create(
     ctx: &Ctx,
     opts: &CreateOpts,
     own_console: bool,
+    conexec: Option<&crate::lwk::ConexecServer>,
 ) -> Result<(Container, Option<crate::console::Listener>)> {
     let id = opts.container_id.as_str();
     validate_id(id)?;
@@ -70,7 +71,7 @@ pub fn create(
 
     // LWK: decide, take the lease (booting the LWK if first), rewrite. None = plain.
     let cfg = crate::config::Config::load()?;
-    let prepared = crate::lwk::prepare_create(&cfg, &ctx.root, id, &bundle, &spec)?;
+    let prepared = crate::lwk::prepare_create(&cfg, &ctx.root, id, &bundle, &spec, conexec)?;
     let lwk = prepared.is_some();
     let (rewritten, pending) = match prepared {
         Some(p) => (Some(p.spec), p.pending),

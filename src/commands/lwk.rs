@@ -8,13 +8,18 @@ use anyhow::Result;
 use crate::cli::{HookStage, ListFormat, LwkAction};
 use crate::config::Config;
 
-pub fn admin(action: &LwkAction) -> Result<()> {
+pub fn admin(ctx: &super::Ctx, action: &LwkAction) -> Result<()> {
     let cfg = Config::load()?;
     match action {
         LwkAction::Status { format } => {
             print!("{}", crate::lwk::status(&cfg, *format == ListFormat::Json)?);
         }
         LwkAction::Gc => {
+            // Job containers whose every rank died first: deleting them releases
+            // their leases, which the node-wide pass below then finds gone.
+            for id in crate::conexec::gc(ctx) {
+                println!("deleted job container {id}, whose init was gone");
+            }
             for id in crate::lwk::gc(&cfg)? {
                 println!("dropped stale lease of {id}");
             }

@@ -4,6 +4,7 @@
 //! keep beside libcontainer's state — lives here.
 
 mod checkpoint;
+mod conexec;
 mod create;
 mod delete;
 mod events;
@@ -81,11 +82,42 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Features => features::run().map(|_| 0),
         Command::Checkpoint(_) => checkpoint::unsupported("checkpoint"),
         Command::Restore(_) => checkpoint::unsupported("restore"),
-        Command::Lwk(args) => lwk::admin(&args.action).map(|_| 0),
+        Command::Lwk(args) => lwk::admin(&ctx, &args.action).map(|_| 0),
         Command::Hook(args) => lwk::hook(args.stage).map(|_| 0),
         Command::LwkReap { secs } => lwk::reap(secs).map(|_| 0),
+        Command::Conexec(args) => conexec::run(&ctx, &args),
+        Command::ConexecReap { id } => crate::conexec::reap(&ctx, &id).map(|_| 0),
     }
 }
+
+/// Create a job container for `conexec`: the rank server as its init.
+pub fn create_container(
+    ctx: &Ctx,
+    opts: &crate::cli::CreateOpts,
+    server: &crate::lwk::ConexecServer,
+) -> Result<Container> {
+    create::create(ctx, opts, false, Some(server)).map(|(c, _)| c)
+}
+
+pub fn start_container(c: &mut Container) -> Result<()> {
+    start::start(c)
+}
+
+/// `delete [--force]`, lease release included.
+pub fn delete_container(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
+    delete::run(ctx, id, force)
+}
+
+/// The init pid of a container that is not known to have stopped.
+pub fn container_pid(ctx: &Ctx, id: &str) -> Option<i32> {
+    let c = load(ctx, id).ok()?;
+    if c.status() == ContainerStatus::Stopped {
+        return None;
+    }
+    c.pid().map(|p| p.as_raw())
+}
+
+pub use create::describe as describe_error;
 
 /// runc's rule for container ids: `[\w+.-]+`, and not `.` or `..`. Checked before
 /// anything touches the state root, so a hostile id can never name a path.

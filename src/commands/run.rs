@@ -9,7 +9,7 @@ use crate::console;
 
 pub fn run(ctx: &Ctx, args: &Run) -> Result<i32> {
     let id = args.opts.container_id.as_str();
-    let (mut container, console) = create::create(ctx, &args.opts, !args.detach)?;
+    let (mut container, console) = create::create(ctx, &args.opts, !args.detach, None)?;
     if args.detach {
         // As runc does: a detached run that fails to start leaves no container behind
         // (nobody holds its id to delete it, and an LWK container would hold a lease).

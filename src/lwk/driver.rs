@@ -86,6 +86,9 @@ pub trait Driver {
     /// Launcher arguments before the container's options, and after them.
     fn launcher_args(&self) -> (Vec<String>, Vec<String>);
     fn container_facts(&self) -> Result<ContainerFacts, DriverError>;
+    /// Launcher options that give each of `ppn` ranks sharing a parent its share of the
+    /// LWK (`conexec`).
+    fn rank_group_args(&self, ppn: u32) -> Vec<String>;
     /// Whether launchers are keyed by namespace-local pid (needs a node-unique pid).
     fn needs_pid_slot(&self) -> bool;
     /// (CPUs, memory) as configured or reported, for `lwk status`.

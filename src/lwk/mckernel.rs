@@ -201,6 +201,11 @@ impl Driver for McKernel<'_> {
         )
     }
 
+    fn rank_group_args(&self, ppn: u32) -> Vec<String> {
+        // mcexec groups the ranks of a node by their parent and splits the CPUs among them.
+        vec!["-n".into(), ppn.to_string()]
+    }
+
     fn container_facts(&self) -> Result<ContainerFacts, DriverError> {
         let os = self.cfg.os_index;
         let dev = driver::device_fact(K, &self.mcos(), Path::new(&format!("/dev/mcos{os}")))?;

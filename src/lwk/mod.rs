@@ -134,12 +134,58 @@ fn io_err(what: &str, path: &Path, source: std::io::Error) -> LwkError {
     }
 }
 
-/// Closures of the launcher (and, for pid-keyed LWKs, of lwk-runc as init), plus the argv
-/// head/tail around the container's launcher options.
+/// The lwk-runc binary's closure, which runs as a container's init (`lwk-init`) and, in
+/// a `conexec` job container, as its rank server.
+fn init_closure(cfg: &Config) -> Result<Closure, LauncherError> {
+    let me = match &cfg.init_binary {
+        Some(p) => p.clone(),
+        None => PathBuf::from("/proc/self/exe"),
+    };
+    launcher::closure_for(
+        &cfg.lease_dir.join("closures"),
+        "lwk-runc",
+        &me,
+        "(the lwk-runc binary)",
+        &cfg.patchelf,
+        &Path::new(CLOSURE_MOUNT_DIR).join("init"),
+    )
+}
+
+/// What a `conexec` job container's init runs: `lwk-init` starts the rank server (its
+/// first child, so on a pid-keyed LWK it has the container's slot pid, the common
+/// parent `mcexec -n` groups by), and the server runs each rank under the launcher.
+#[derive(Debug, Clone, Copy)]
+pub struct ConexecServer {
+    /// Ranks per node; 0 when unknown (then the last rank out ends the container).
+    pub ppn: u32,
+    pub join_timeout_ms: u64,
+}
+
+impl ConexecServer {
+    /// argv from the init closure's binary up to where the launcher prefix starts.
+    fn head(&self, init_exe: &str) -> Vec<String> {
+        vec![
+            init_exe.into(),
+            "lwk-init".into(),
+            "--".into(),
+            init_exe.into(),
+            "conexec-server".into(),
+            "--ppn".into(),
+            self.ppn.to_string(),
+            "--join-timeout-ms".into(),
+            self.join_timeout_ms.to_string(),
+            "--".into(),
+        ]
+    }
+}
+
+/// Closures of the launcher (and, for pid-keyed LWKs and job containers, of lwk-runc as
+/// init), plus the argv head/tail around the container's launcher options.
 fn launch_facts(
     cfg: &Config,
     drv: &dyn Driver,
     with_init: bool,
+    server: Option<&ConexecServer>,
 ) -> Result<NodeFacts, LauncherError> {
     let cache = cfg.lease_dir.join("closures");
     let (bin, key) = drv.launcher();
@@ -154,27 +200,13 @@ fn launch_facts(
     )?;
     let (head_args, tail) = drv.launcher_args();
     let mut facts = NodeFacts::default();
-    if with_init {
-        let me = match &cfg.init_binary {
-            Some(p) => Ok(p.clone()),
-            None => Ok(PathBuf::from("/proc/self/exe")),
+    if with_init || server.is_some() {
+        let i = init_closure(cfg)?;
+        let exe = i.exe.to_string_lossy().into_owned();
+        match server {
+            Some(srv) => facts.head = srv.head(&exe),
+            None => facts.head = vec![exe, "lwk-init".into(), "--".into()],
         }
-        .map_err(|source| LauncherError::Missing {
-            path: "/proc/self/exe".into(),
-            key: "(the lwk-runc binary)".into(),
-            source,
-        })?;
-        let i = launcher::closure_for(
-            &cache,
-            "lwk-runc",
-            &me,
-            "(the lwk-runc binary)",
-            &cfg.patchelf,
-            &Path::new(CLOSURE_MOUNT_DIR).join("init"),
-        )?;
-        facts.head.push(i.exe.to_string_lossy().into_owned());
-        facts.head.push("lwk-init".into());
-        facts.head.push("--".into());
         facts.closures.push((i.host_dir, i.container_dir));
     }
     facts.head.push(l.exe.to_string_lossy().into_owned());
@@ -182,6 +214,44 @@ fn launch_facts(
     facts.tail = tail;
     facts.closures.push((l.host_dir, l.container_dir));
     Ok(facts)
+}
+
+/// A job container that asks for no LWK: the rank server as init, ranks on Linux.
+fn prepare_plain_conexec(
+    cfg: &Config,
+    id: &str,
+    spec: &Spec,
+    server: &ConexecServer,
+) -> Result<Prepared, LwkError> {
+    let i = init_closure(cfg).map_err(|source| LwkError::Launcher {
+        id: id.into(),
+        kind: LwkKind::McKernel,
+        source,
+    })?;
+    let facts = NodeFacts {
+        head: server.head(&i.exe.to_string_lossy()),
+        closures: vec![(i.host_dir, i.container_dir)],
+        ..Default::default()
+    };
+    let rootfs = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
+    let req = LwkRequest {
+        kind: LwkKind::McKernel,
+        args: vec![],
+    };
+    let spec =
+        rewrite::rewrite(spec, &req, &facts, &rootfs).map_err(|source| LwkError::Rewrite {
+            id: id.into(),
+            kind: LwkKind::McKernel,
+            source,
+        })?;
+    Ok(Prepared {
+        spec,
+        pending: None,
+    })
 }
 
 /// create/run, before libcontainer's build(): decide, take the lease (booting if first),
@@ -192,6 +262,7 @@ pub fn prepare_create(
     id: &str,
     bundle: &Path,
     spec: &Spec,
+    conexec: Option<&ConexecServer>,
 ) -> Result<Option<Prepared>, LwkError> {
     let env = spec
         .process()
@@ -204,17 +275,26 @@ pub fn prepare_create(
             source,
         }
     })?;
-    let Some(req) = req else { return Ok(None) };
+    let Some(mut req) = req else {
+        return match conexec {
+            Some(srv) => prepare_plain_conexec(cfg, id, spec, srv).map(Some),
+            None => Ok(None),
+        };
+    };
     let kind = req.kind;
     let drv = driver::for_kind(cfg, kind);
+    if let Some(srv) = conexec.filter(|s| s.ppn > 0) {
+        req.args.extend(drv.rank_group_args(srv.ppn));
+    }
     // Everything that can fail without touching the node comes first.
-    let mut facts = launch_facts(cfg, drv.as_ref(), drv.needs_pid_slot()).map_err(|source| {
-        LwkError::Launcher {
-            id: id.into(),
-            kind,
-            source,
-        }
-    })?;
+    let mut facts =
+        launch_facts(cfg, drv.as_ref(), drv.needs_pid_slot(), conexec).map_err(|source| {
+            LwkError::Launcher {
+                id: id.into(),
+                kind,
+                source,
+            }
+        })?;
     let bundle =
         std::fs::canonicalize(bundle).map_err(|e| io_err("resolving the bundle", bundle, e))?;
     let root_rel = spec
@@ -355,11 +435,12 @@ pub fn rewrite_exec_process(
         }
     }
     let drv = driver::for_kind(cfg, kind);
-    let facts = launch_facts(cfg, drv.as_ref(), false).map_err(|source| LwkError::Launcher {
-        id: id.into(),
-        kind,
-        source,
-    })?;
+    let facts =
+        launch_facts(cfg, drv.as_ref(), false, None).map_err(|source| LwkError::Launcher {
+            id: id.into(),
+            kind,
+            source,
+        })?;
     rewrite::prefix_process(process, &req, &facts).map_err(|source| LwkError::Rewrite {
         id: id.into(),
         kind,
@@ -468,8 +549,10 @@ pub fn status(cfg: &Config, json: bool) -> Result<String, LwkError> {
 /// every LWK container, and needs none of the runtime's set-up. Returns the exit
 /// code if it handled argv.
 pub fn hidden_main(args: &[OsString]) -> Option<i32> {
-    if args.get(1).and_then(|a| a.to_str()) == Some("lwk-init") {
-        return Some(init::main(&args[2..]));
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("lwk-init") => return Some(init::main(&args[2..])),
+        Some("conexec-server") => return Some(crate::conexec::server::main(&args[2..])),
+        _ => {}
     }
     None
 }

@@ -77,6 +77,11 @@ impl Driver for Mos<'_> {
         (self.cfg.launcher_args.clone(), Vec::new())
     }
 
+    fn rank_group_args(&self, ppn: u32) -> Vec<String> {
+        // yod reserves a fraction of the LWK's CPUs and memory for each rank.
+        vec!["-R".into(), format!("1/{ppn}")]
+    }
+
     fn container_facts(&self) -> Result<ContainerFacts, DriverError> {
         let mut tmpfs = Vec::new();
         // A simulated mOS on a kernel without it has no /sys/kernel/mOS to mount over;
