@@ -20,7 +20,7 @@ pub mod spec;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -295,22 +295,25 @@ fn own_launch(command: &[String]) -> Result<Launch> {
 struct JobLock(#[allow(dead_code)] File);
 
 impl JobLock {
+    /// Wait (blocked in flock, not polling) for the job's lock. The job directory may
+    /// be removed by the job's reaper meanwhile; a lock taken on a file that is no
+    /// longer at the lock's path is dropped and taken again on the new one.
     fn take(job: &Job, timeout: Duration) -> Result<JobLock> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(job.lock_path())
-            .with_context(|| format!("opening the job lock {}", job.lock_path().display()))?;
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            // SAFETY: flock on a descriptor we own.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(JobLock(f));
-            }
-            if std::time::Instant::now() >= deadline {
+            fs::create_dir_all(&job.dir)
+                .with_context(|| format!("creating the job directory {}", job.dir.display()))?;
+            let _ = fs::set_permissions(&job.dir, fs::Permissions::from_mode(0o700));
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(job.lock_path())
+                .with_context(|| format!("opening the job lock {}", job.lock_path().display()))?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !flock_within(&f, left)? {
                 bail!(
                     "job {}: the job lock {} is held for more than {} s by another rank; \
                      a rank may be stuck creating the job container (see `lwk-runc lwk status`)",
@@ -319,9 +322,32 @@ impl JobLock {
                     timeout.as_secs()
                 );
             }
-            // A creating rank holds it for the time of one container create.
-            std::thread::sleep(Duration::from_millis(2));
+            let held = f.metadata().map(|m| (m.dev(), m.ino())).ok();
+            let now = fs::symlink_metadata(job.lock_path())
+                .map(|m| (m.dev(), m.ino()))
+                .ok();
+            if held.is_some() && held == now {
+                return Ok(JobLock(f));
+            }
         }
+    }
+}
+
+/// A blocking exclusive flock, given up after `timeout`: the wait happens in flock
+/// itself on a helper thread, so a freed lock is taken at once.
+fn flock_within(f: &File, timeout: Duration) -> Result<bool> {
+    let fd = f.try_clone().context("duplicating the job lock descriptor")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: flock on a descriptor this thread owns.
+        let r = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) };
+        let _ = tx.send((r, std::io::Error::last_os_error(), fd));
+    });
+    match rx.recv_timeout(timeout) {
+        // The lock belongs to the open file description, shared with `f`.
+        Ok((0, _, _)) => Ok(true),
+        Ok((_, e, _)) => Err(e).context("locking the job lock"),
+        Err(_) => Ok(false),
     }
 }
 
@@ -335,9 +361,6 @@ fn join(
     launch: &Launch,
     env: &[(String, String)],
 ) -> Result<(UnixStream, JobLock)> {
-    fs::create_dir_all(&job.dir)
-        .with_context(|| format!("creating the job directory {}", job.dir.display()))?;
-    let _ = fs::set_permissions(&job.dir, fs::Permissions::from_mode(0o700));
     let lock_timeout = Duration::from_secs(a.lock_timeout_secs);
     let lock = JobLock::take(job, lock_timeout)?;
     if let Ok(s) = UnixStream::connect(job.sock_path()) {
@@ -364,6 +387,9 @@ fn join(
             ppn,
             join_timeout_ms: a.join_timeout_secs * 1000,
         };
+        // create may leave this process in a mount namespace of its own (the spec
+        // overlay); the watcher must live in the host's, to remove the job's files.
+        let host_mnt = File::open("/proc/self/ns/mnt").context("opening /proc/self/ns/mnt")?;
         create_and_start(ctx, job, &listener, &server)?;
         let rec = JobRecord {
             job: job.name.clone(),
@@ -372,7 +398,7 @@ fn join(
             kernel: kind,
         };
         let _ = fs::write(job.dir.join("job.json"), serde_json::to_vec(&rec)?);
-        spawn_watcher(ctx, job);
+        spawn_watcher(ctx, job, &host_mnt);
         Ok::<_, anyhow::Error>(())
     })();
     if let Err(e) = created {
@@ -476,12 +502,10 @@ impl Drop for Redirect {
 /// The watcher: deletes the job's container once its init has gone. Detached from
 /// the rank (own session, no stdio), so a launcher that kills the rank's process group
 /// does not kill it and never waits for its output.
-fn spawn_watcher(ctx: &Ctx, job: &Job) {
+fn spawn_watcher(ctx: &Ctx, job: &Job, host_mnt: &File) {
     use std::os::unix::process::CommandExt;
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let mut c = std::process::Command::new(exe);
+    // Not current_exe(): the sealed binary's path is a detached mount nobody can open.
+    let mut c = std::process::Command::new("/proc/self/exe");
     c.arg("--root")
         .arg(&ctx.root)
         .arg("conexec-reap")
@@ -489,9 +513,13 @@ fn spawn_watcher(ctx: &Ctx, job: &Job) {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // SAFETY: setsid in the child before exec.
+    let mnt = host_mnt.as_raw_fd();
+    // SAFETY: setns and setsid in the (single-threaded) child before exec.
     unsafe {
-        c.pre_exec(|| {
+        c.pre_exec(move || {
+            if libc::setns(mnt, libc::CLONE_NEWNS) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             libc::setsid();
             Ok(())
         });
@@ -538,9 +566,10 @@ pub fn reap(ctx: &Ctx, id: &str) -> Result<()> {
     // new one, made meanwhile by a later rank.
     if crate::commands::container_pid(ctx, id).is_none_or(|p| p == pid) {
         crate::commands::delete_container(ctx, id, true)?;
+        // Under the lock no rank is creating a new container here, so the job's
+        // directory goes with it; a late rank makes a fresh one.
         if UnixStream::connect(job.sock_path()).is_err() {
-            let _ = fs::remove_file(job.sock_path());
-            let _ = fs::remove_file(job_dir.join("job.json"));
+            let _ = fs::remove_dir_all(&job_dir);
         }
     }
     Ok(())
@@ -617,13 +646,21 @@ fn wait_rank(sock: &UnixStream, mut lines: Lines, sigs: &OwnedFd, job: &Job) -> 
             }
         }
         if !open {
+            // Read now: the job's reaper removes the directory once the container is gone.
+            let log = fs::read_to_string(job.dir.join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let said = if tail.is_empty() {
+                String::new()
+            } else {
+                let t: Vec<&str> = tail.into_iter().rev().collect();
+                format!("; its init said: {}", t.join(" | "))
+            };
             bail!(
-                "the job container {} ({}) ended while this rank was running; the rank is lost \
-                 (the container's init was killed, or the LWK failed); `lwk-runc lwk status` \
-                 shows the node, and the server log is {}",
+                "the job container {} ({}) ended while this rank was running, so the rank is \
+                 lost: the container's init was killed or the LWK failed{said}; \
+                 `lwk-runc lwk status` shows the node",
                 job.id,
                 job.name,
-                job.dir.join("server.log").display()
             );
         }
     }
