@@ -14,6 +14,7 @@ packages=(
   patchelf                    # makes a dynamically linked launcher run in any rootfs
   procps util-linux psmisc    # ps (lwk-runc ps), unshare (simulator tests)
   hyperfine time python3      # benchmarks
+  openmpi-bin libopenmpi-dev  # the conexec tests and parity bench: mpirun, mpicc
 )
 missing=()
 for p in "${packages[@]}"; do

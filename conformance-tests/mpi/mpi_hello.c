@@ -1,6 +1,8 @@
 /* One MPI rank reports where it runs: rank, size, host, mount namespace, its
  * launcher's parent (the common parent of a node's ranks), its CPUs, and the
- * result of one MPI_Allreduce (the sum of rank+1 over all ranks). */
+ * result of one MPI_Allreduce (the sum of rank+1 over all ranks).
+ * MPI_HELLO_SLEEP_MS: sleep that long before MPI_Finalize (a rank to kill mid-run).
+ * MPI_HELLO_EXIT: the last rank's exit code after MPI_Finalize. */
 #define _GNU_SOURCE
 #include <mpi.h>
 #include <sched.h>
@@ -87,6 +89,9 @@ int main(int argc, char **argv)
     printf("rank=%d size=%d host=%s mntns=%lu launcher=%ld launcher_parent=%ld cpus=%s sum=%ld launcher_cmd=%s\n",
            rank, size, host, mntns, (long)getppid(), parent_of(getppid()), cpus, sum, launcher);
     fflush(stdout);
+    const char *nap = getenv("MPI_HELLO_SLEEP_MS");
+    if (nap)
+        usleep((useconds_t)atoi(nap) * 1000);
     MPI_Finalize();
     const char *code = getenv("MPI_HELLO_EXIT");
     return code && atoi(code) >= 0 && rank == size - 1 ? atoi(code) : 0;

@@ -707,6 +707,12 @@ pub struct WorldOpts<'a> {
     pub mckernel: &'a str,
     /// Leave the simulated kernel modules unloaded (boot_mode "script" loads them).
     pub no_modprobe: bool,
+    /// McKernel's CPUs (default "1").
+    pub cpus: Option<&'a str>,
+    /// Extra lines of its `[mos]` table (e.g. a `partition`).
+    pub mos: &'a str,
+    /// The simulated node's CPU count (`$LWK_SIM_ROOT/topology`; default: the host's).
+    pub node_cpus: Option<u32>,
 }
 
 /// A private simulated LWK node (`LWK_SIM_ROOT`), lease dir and lwk-runc config under
@@ -741,6 +747,9 @@ impl World {
         );
         let sim = dir.join("sim");
         fs::create_dir_all(&sim).unwrap();
+        if let Some(n) = o.node_cpus {
+            fs::write(sim.join("topology"), format!("cpus={n}\n")).unwrap();
+        }
         if !o.no_modprobe {
             let st = Command::new(format!("{sim_bin}/lwk-sim"))
                 .arg("modprobe")
@@ -764,7 +773,7 @@ mcexec = "{SIM}/mcexec"
 mcreboot = "{SIM}/mcreboot.sh"
 mcstop = "{SIM}/mcstop+release.sh"
 dev_dir = "{s}/dev"
-cpus = "1"
+cpus = "{cpus}"
 memory = "64M@0"
 image = "{p}/smp-x86/kernel/mckernel.img"
 boot_timeout_secs = 20
@@ -775,6 +784,7 @@ enabled = true
 lwkctl = "{SIM}/lwkctl"
 yod = "{SIM}/yod"
 sysfs = "{s}/sys/kernel/mOS"
+{mos}
 "#,
                 l = leases.display(),
                 s = sim.display(),
@@ -782,6 +792,8 @@ sysfs = "{s}/sys/kernel/mOS"
                 p = sim_prefix(),
                 top = o.top,
                 mck = o.mckernel,
+                cpus = o.cpus.unwrap_or("1"),
+                mos = o.mos,
             ),
         )
         .unwrap();

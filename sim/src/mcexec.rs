@@ -345,7 +345,10 @@ fn run_child(prog: &str, args: &[String], cpus: &[u32], crash_after: Option<u64>
             return 1;
         }
         if pid == 0 {
-            // The LWK process: default dispositions, pinned to the instance CPUs.
+            // The LWK process: default dispositions, pinned to the instance CPUs. It
+            // lives no longer than its proxy: a killed mcexec closes /dev/mcosN and
+            // mcctrl's release handler tears the LWK process down.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             for s in 1..=64 {
                 libc::signal(s, libc::SIG_DFL);
             }

@@ -336,7 +336,9 @@ impl JobLock {
 /// A blocking exclusive flock, given up after `timeout`: the wait happens in flock
 /// itself on a helper thread, so a freed lock is taken at once.
 fn flock_within(f: &File, timeout: Duration) -> Result<bool> {
-    let fd = f.try_clone().context("duplicating the job lock descriptor")?;
+    let fd = f
+        .try_clone()
+        .context("duplicating the job lock descriptor")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         // SAFETY: flock on a descriptor this thread owns.
