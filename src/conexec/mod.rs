@@ -66,6 +66,9 @@ impl Job {
     fn lock_path(&self) -> PathBuf {
         self.dir.join("lock")
     }
+    fn reap_lock_path(&self) -> PathBuf {
+        self.dir.join("reap.lock")
+    }
     fn sock_path(&self) -> PathBuf {
         self.dir.join("rank.sock")
     }
@@ -504,8 +507,25 @@ impl Drop for Redirect {
 /// The watcher: deletes the job's container once its init has gone. Detached from
 /// the rank (own session, no stdio), so a launcher that kills the rank's process group
 /// does not kill it and never waits for its output.
+///
+/// The watcher holds an flock on the job's `reap.lock` from before it starts (taken
+/// here, inherited) until it has finished, so the job's last client can wait for the
+/// deletion by blocking on that lock.
 fn spawn_watcher(ctx: &Ctx, job: &Job, host_mnt: &File) {
     use std::os::unix::process::CommandExt;
+    let held = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(job.reap_lock_path())
+        .ok()
+        .filter(|f| {
+            // SAFETY: flock on a descriptor we own.
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+        });
+    let held_fd = held.as_ref().map(|f| f.as_raw_fd());
     // Not current_exe(): the sealed binary's path is a detached mount nobody can open.
     let mut c = std::process::Command::new("/proc/self/exe");
     c.arg("--root")
@@ -523,6 +543,10 @@ fn spawn_watcher(ctx: &Ctx, job: &Job, host_mnt: &File) {
                 return Err(io::Error::last_os_error());
             }
             libc::setsid();
+            if let Some(fd) = held_fd {
+                // Keep the locked descriptor across exec: the watcher holds the lock.
+                libc::fcntl(fd, libc::F_SETFD, 0);
+            }
             Ok(())
         });
     }
@@ -637,8 +661,18 @@ fn wait_rank(sock: &UnixStream, mut lines: Lines, sigs: &OwnedFd, job: &Job) -> 
         while let Some(m) = lines.next::<Reply>() {
             match m.context("reading the rank server's answer")? {
                 Reply::Started { .. } => {}
-                Reply::Exited { code } => return Ok(code),
-                Reply::Signaled { signal } => die_of(signal),
+                Reply::Exited { code, last } => {
+                    if last {
+                        await_teardown(job);
+                    }
+                    return Ok(code);
+                }
+                Reply::Signaled { signal, last } => {
+                    if last {
+                        await_teardown(job);
+                    }
+                    die_of(signal)
+                }
                 Reply::Error { message } => {
                     bail!(
                         "the rank server of job {} could not start this rank: {message}",
@@ -665,6 +699,29 @@ fn wait_rank(sock: &UnixStream, mut lines: Lines, sigs: &OwnedFd, job: &Job) -> 
                 job.name,
             );
         }
+    }
+}
+
+/// The job's last rank: wait until its watcher has deleted the container and dropped
+/// the lease, so that when `mpirun` returns the node is as before the job. A watcher
+/// that is gone (or never started) leaves its work to `lwk-runc lwk gc`.
+fn await_teardown(job: &Job) {
+    let Ok(f) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(job.reap_lock_path())
+    else {
+        return; // already deleted with the job's directory
+    };
+    let limit = Duration::from_secs(120);
+    match flock_within(&f, limit) {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "the watcher of job container {} did not finish its deletion within {} s;              `lwk-runc lwk status` shows what remains",
+            job.id,
+            limit.as_secs()
+        ),
+        Err(e) => tracing::debug!("waiting for the job's deletion: {e:#}"),
     }
 }
 

@@ -37,10 +37,19 @@ pub struct Launch {
 pub enum Reply {
     /// The rank's launcher runs, with this pid in the container.
     Started { pid: i32 },
-    /// The rank exited with this code.
-    Exited { code: i32 },
-    /// The rank was killed by this signal.
-    Signaled { signal: i32 },
+    /// The rank exited with this code. `last`: no other rank of the job is running or
+    /// expected, so the container is being deleted and its client waits for that.
+    Exited {
+        code: i32,
+        #[serde(default)]
+        last: bool,
+    },
+    /// The rank was killed by this signal; `last` as for `Exited`.
+    Signaled {
+        signal: i32,
+        #[serde(default)]
+        last: bool,
+    },
     /// The rank could not be started.
     Error { message: String },
 }
@@ -195,7 +204,10 @@ mod tests {
         l.buf.extend_from_slice(b"de\":3}}\n");
         assert_eq!(
             l.next::<Reply>().unwrap().unwrap(),
-            Reply::Exited { code: 3 }
+            Reply::Exited {
+                code: 3,
+                last: false
+            }
         );
     }
 }

@@ -190,7 +190,8 @@ fn serve(opts: &Opts) -> io::Result<()> {
             return Err(e);
         }
         if fds[0].revents != 0 {
-            on_signals(&sigfd, &mut conns, &mut orphans);
+            let all_joined = opts.ppn == 0 || joined >= opts.ppn;
+            on_signals(&sigfd, &mut conns, &mut orphans, all_joined);
         }
         // Client messages, EOFs.
         let mut gone = Vec::new();
@@ -260,7 +261,16 @@ fn set_cloexec(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-fn on_signals(sigfd: &OwnedFd, conns: &mut Vec<Conn>, orphans: &mut HashMap<i32, ()>) {
+/// Forward signals to the ranks and report the ranks that ended. The reply to the
+/// job's last rank (every expected rank has joined and none other runs) says so, so
+/// that its client waits for the container's deletion and `mpirun` returns to a clean
+/// node.
+fn on_signals(
+    sigfd: &OwnedFd,
+    conns: &mut Vec<Conn>,
+    orphans: &mut HashMap<i32, ()>,
+    all_joined: bool,
+) {
     loop {
         // SAFETY: reading whole signalfd_siginfo records into a buffer of that size.
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
@@ -282,6 +292,7 @@ fn on_signals(sigfd: &OwnedFd, conns: &mut Vec<Conn>, orphans: &mut HashMap<i32,
             }
         }
     }
+    let mut ended = Vec::new();
     loop {
         let mut st = 0;
         // SAFETY: reaping our own children.
@@ -292,17 +303,22 @@ fn on_signals(sigfd: &OwnedFd, conns: &mut Vec<Conn>, orphans: &mut HashMap<i32,
         if orphans.remove(&pid).is_some() {
             continue;
         }
-        let Some(i) = conns.iter().position(|c| c.pid == pid) else {
-            continue;
-        };
-        let c = conns.remove(i);
+        if let Some(i) = conns.iter().position(|c| c.pid == pid) {
+            ended.push((conns.remove(i), st));
+        }
+    }
+    let n = ended.len();
+    for (k, (c, st)) in ended.into_iter().enumerate() {
+        let last = k + 1 == n && all_joined && orphans.is_empty() && conns.is_empty();
         let reply = if libc::WIFSIGNALED(st) {
             Reply::Signaled {
                 signal: libc::WTERMSIG(st),
+                last,
             }
         } else {
             Reply::Exited {
                 code: libc::WEXITSTATUS(st),
+                last,
             }
         };
         let _ = proto::send(&c.stream, &reply);
