@@ -128,6 +128,7 @@ Examples:
   mpirun -n 128 --map-by ppr:64:node lwk-runc conexec --lwk mckernel --rootfs /images/miniapps -- /miniapps/miniFE.x nx=660
   mpirun -n 4 lwk-runc conexec --lwk mos --bundle ./bundle -- ./mpi_hello
   srun -N 2 --ntasks-per-node=64 --mpi=pmix lwk-runc conexec --lwk mckernel --rootfs /images/app -- ./app
+  srun -N 2 --ntasks-per-node=16 --mpi=pmix lwk-runc conexec --lwk mos --rootfs /images/app -- ./app
   mpiexec.hydra -n 8 lwk-runc conexec --lwk none --rootfs ./rootfs -- ./app
 
 The first rank of a job to reach a node creates the job's container; the others join it.
