@@ -354,19 +354,9 @@ impl Ctx {
     /// Run a prepared command with stdout/stderr to files (a container may
     /// inherit them and outlive the command, so pipes would hang), bounded by
     /// [`CMD_TIMEOUT`].
-    pub fn run_cmd(&self, mut c: Command) -> Out {
+    pub fn run_cmd(&self, c: Command) -> Out {
         let (o, e) = self.out_files();
-        c.stdout(File::create(&o).expect("stdout file"))
-            .stderr(File::create(&e).expect("stderr file"));
-        let child = c.spawn().expect("spawn runtime");
-        let status = wait_timeout(child, CMD_TIMEOUT, &format!("{c:?}"));
-        Out {
-            status,
-            stdout: fs::read_to_string(&o).unwrap_or_default(),
-            stderr: fs::read_to_string(&e).unwrap_or_default(),
-            stdout_path: o,
-            stderr_path: e,
-        }
+        run_into_files(c, o, e, CMD_TIMEOUT)
     }
 
     pub fn rt(&self, args: &[&str]) -> Out {
@@ -492,6 +482,22 @@ impl Drop for Ctx {
 }
 
 /// Wait for a child, killing it and panicking after `timeout`.
+/// Run `c` with its stdout and stderr going to the files `o` and `e` (not pipes: what
+/// it starts may inherit them and outlive it), bounded by `timeout`.
+pub fn run_into_files(mut c: Command, o: PathBuf, e: PathBuf, timeout: Duration) -> Out {
+    c.stdout(File::create(&o).expect("stdout file"))
+        .stderr(File::create(&e).expect("stderr file"));
+    let child = c.spawn().unwrap_or_else(|err| panic!("spawn {c:?}: {err}"));
+    let status = wait_timeout(child, timeout, &format!("{c:?}"));
+    Out {
+        status,
+        stdout: fs::read_to_string(&o).unwrap_or_default(),
+        stderr: fs::read_to_string(&e).unwrap_or_default(),
+        stdout_path: o,
+        stderr_path: e,
+    }
+}
+
 pub fn wait_timeout(mut child: Child, timeout: Duration, what: &str) -> ExitStatus {
     let t0 = Instant::now();
     loop {

@@ -116,20 +116,10 @@ impl Node {
         c
     }
 
-    fn run(&self, mut c: Command) -> Out {
+    fn run(&self, c: Command) -> Out {
         let o = self.ctx.path("mpirun.stdout");
         let e = self.ctx.path("mpirun.stderr");
-        c.stdout(fs::File::create(&o).unwrap())
-            .stderr(fs::File::create(&e).unwrap());
-        let child = c.spawn().expect("spawn mpirun");
-        let status = wait_timeout(child, JOB_TIMEOUT, "mpirun");
-        Out {
-            status,
-            stdout: fs::read_to_string(&o).unwrap_or_default(),
-            stderr: fs::read_to_string(&e).unwrap_or_default(),
-            stdout_path: o,
-            stderr_path: e,
-        }
+        run_into_files(c, o, e, JOB_TIMEOUT)
     }
 
     fn spawn(&self, mut c: Command, tag: &str) -> (Child, PathBuf, PathBuf) {
