@@ -481,7 +481,6 @@ impl Drop for Ctx {
     }
 }
 
-/// Wait for a child, killing it and panicking after `timeout`.
 /// Run `c` with its stdout and stderr going to the files `o` and `e` (not pipes: what
 /// it starts may inherit them and outlive it), bounded by `timeout`.
 pub fn run_into_files(mut c: Command, o: PathBuf, e: PathBuf, timeout: Duration) -> Out {
@@ -498,6 +497,7 @@ pub fn run_into_files(mut c: Command, o: PathBuf, e: PathBuf, timeout: Duration)
     }
 }
 
+/// Wait for a child, killing it and panicking after `timeout`.
 pub fn wait_timeout(mut child: Child, timeout: Duration, what: &str) -> ExitStatus {
     let t0 = Instant::now();
     loop {
