@@ -41,6 +41,8 @@ pub enum LeaseError {
     Duplicate { id: String, pid: i32 },
     #[error("container id {0:?} cannot name a lease file")]
     BadId(String),
+    #[error("container id is {0} bytes long; LWK containers take ids of at most {MAX_ID_LEN} bytes (the lease file name must fit the file system's limit)")]
+    IdTooLong(usize),
     #[error("all {0} LWK pid slots on this node are in use; raise kernel.pid_max or lower pid_stride in the lwk-runc config")]
     NoSlot(u32),
     #[error("{0}")]
@@ -103,15 +105,18 @@ fn now_ns() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
+/// The longest container id an LWK container may have: the lease file
+/// `<id>.<8 hex>.json`, and its temporary `<id>.<8 hex>.tmp<pid>` while being written,
+/// must fit NAME_MAX (255 bytes).
+pub const MAX_ID_LEN: usize = 200;
+
 /// The lease file name: the id plus a hash of the runtime root, so the same id under two
 /// roots (two engines) cannot collide.
 pub fn lease_key(root: &Path, id: &str) -> Result<String, LeaseError> {
-    if id.is_empty()
-        || id.len() > 1024
-        || id.contains('/')
-        || id.starts_with('.')
-        || id.contains('\0')
-    {
+    if id.len() > MAX_ID_LEN {
+        return Err(LeaseError::IdTooLong(id.len()));
+    }
+    if id.is_empty() || id.contains('/') || id.starts_with('.') || id.contains('\0') {
         return Err(LeaseError::BadId(id.into()));
     }
     let mut h: u32 = 0x811c9dc5;
@@ -138,7 +143,11 @@ impl Lease {
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let res = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = std::os::unix::fs::OpenOptionsExt::mode(
+            OpenOptions::new().write(true).create(true).truncate(true),
+            0o600,
+        )
+        .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -169,14 +178,21 @@ impl Table {
             what,
             source,
         };
-        fs::create_dir_all(dir.join("leases"))
+        // Only root may read or lock the table: a lock file anyone can open is a lock
+        // anyone can hold (flock works on a read-only descriptor).
+        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir.join("leases"))
             .map_err(|e| io("creating the lease directory", e))?;
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))
-            .map_err(|e| io("opening the node lock", e))?;
+        for d in [dir, &dir.join("leases")] {
+            fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(|e| io("restricting the lease directory to root", e))?;
+        }
+        let f = std::os::unix::fs::OpenOptionsExt::mode(
+            OpenOptions::new().create(true).truncate(false).write(true),
+            0o600,
+        )
+        .open(dir.join("lock"))
+        .map_err(|e| io("opening the node lock", e))?;
         flock_exclusive(&f).map_err(|e| io("taking the node lock", e))?;
         Ok(Table {
             dir: dir.to_path_buf(),
@@ -702,6 +718,52 @@ mod tests {
             lease_key(Path::new("/a"), "c").unwrap(),
             lease_key(Path::new("/b"), "c").unwrap()
         );
+    }
+
+    #[test]
+    fn long_ids_are_refused_with_the_limit_and_the_longest_fits_a_file_name() {
+        let e = lease_key(Path::new("/r"), &"x".repeat(241))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("241 bytes") && e.contains("at most 200"), "{e}");
+        let key = lease_key(Path::new("/r"), &"x".repeat(MAX_ID_LEN)).unwrap();
+        let dir = std::env::temp_dir().join(format!("lwk-longid-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let t = Table::lock(&dir).unwrap();
+        let mut l = Lease {
+            id: "x".repeat(MAX_ID_LEN),
+            root: "/r".into(),
+            kernel: LwkKind::McKernel,
+            owner_pid: std::process::id() as i32,
+            owner_start: 0,
+            init_pid: None,
+            init_start: None,
+            since: 1,
+            slot: 0,
+            bundle: "/b".into(),
+        };
+        l.owner_start = start_time(l.owner_pid).unwrap();
+        t.put(&key, &l).unwrap();
+        assert_eq!(t.get(&key), Some(l));
+        drop(t);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_lease_table_is_root_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lwk-perm-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        // A directory someone made world-writable before us is closed on first use.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let t = Table::lock(&dir).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("leases")), 0o700);
+        assert_eq!(mode(&dir.join("lock")), 0o600);
+        drop(t);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
