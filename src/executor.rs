@@ -6,6 +6,12 @@
 //! and the container's view of the pid. So create moves those hooks out of the
 //! spec libcontainer sees and into this executor, which runs them at the same
 //! point (after `start`, in the container's namespaces, before the exec).
+//!
+//! Two more runc behaviours live here, because engines and images rely on them: a
+//! startContainer hook whose spec entry has no `env` runs with the container process's
+//! environment (runc 1.1 runs it from its init, whose environment is the process's by
+//! then), and a process whose `args[0]` is a path needs no `PATH` (images without an
+//! `Env`, and CRI's pause sandboxes built from them, have none).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,7 +23,8 @@ use libcontainer::workload::{
 };
 use oci_spec::runtime::{Hook, Spec};
 
-#[derive(Clone)]
+/// `Default` (no hooks) is what `exec` uses: only the process rules apply.
+#[derive(Clone, Default)]
 pub struct WorkloadExecutor {
     pub start_container_hooks: Vec<Hook>,
     pub id: String,
@@ -35,12 +42,13 @@ impl Executor for WorkloadExecutor {
                 self.bundle.clone(),
             );
             state.annotations = Some(self.annotations.clone());
+            let process_env = libcontainer::utils::parse_env(&process_env(spec));
             libcontainer::hooks::run_hooks(
                 Some(&self.start_container_hooks),
                 Some(&state),
                 None,
                 None,
-                None,
+                Some(&process_env),
             )
             .map_err(|err| ExecutorError::Other(format!("startContainer hook failed: {err}")))?;
         }
@@ -48,10 +56,33 @@ impl Executor for WorkloadExecutor {
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        // libcontainer refuses any process without PATH, even one it would not search
+        // for; runc only needs PATH to look a bare name up.
+        let env = process_env(spec);
+        let names_a_path = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().as_ref())
+            .and_then(|a| a.first())
+            .is_some_and(|a0| a0.contains('/'));
+        if names_a_path && !env.iter().any(|e| e.starts_with("PATH=")) {
+            let mut spec = spec.clone();
+            if let Some(p) = spec.process_mut() {
+                p.set_env(Some([env, vec!["PATH=".to_string()]].concat()));
+            }
+            return get_executor().validate(&spec);
+        }
         get_executor().validate(spec)
     }
 
     fn setup_envs(&self, envs: HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
         get_executor().setup_envs(envs)
     }
+}
+
+fn process_env(spec: &Spec) -> Vec<String> {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default()
 }

@@ -208,3 +208,35 @@ fn exec_in_stopped_container_fails() {
     ctx.wait_status(&id, "stopped", T);
     ctx.rt_fail(&["exec", &id, "true"]);
 }
+
+/// `exec --cap` takes runc's capability names (`CAP_KILL`), adding the capability to
+/// the exec'd process only.
+#[test]
+fn exec_cap_flag_takes_runc_capability_names() {
+    let ctx = Ctx::new();
+    let id = ctx.id("execcap");
+    let mut cfg = base_config(&["sleep", "60"]);
+    for set in ["bounding", "effective", "permitted"] {
+        cfg["process"]["capabilities"][set]
+            .as_array_mut()
+            .unwrap()
+            .retain(|c| c != "CAP_KILL");
+    }
+    let b = ctx.bundle("b", &cfg);
+    ctx.create(&b, &id);
+    ctx.rt_ok(&["start", &id]);
+    // CAP_KILL is bit 5 of the effective set.
+    let cap_kill = |out: &Out| {
+        let line = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .unwrap_or_else(|| panic!("no CapEff line: {}", ctx.explain(out)));
+        u64::from_str_radix(line.trim(), 16).unwrap() & (1 << 5) != 0
+    };
+    let show = ["grep", "CapEff", "/proc/self/status"];
+    let out = ctx.rt_ok(&[&["exec", &id][..], &show].concat());
+    assert!(!cap_kill(&out), "CAP_KILL without --cap: {}", out.stdout);
+    let out = ctx.rt_ok(&[&["exec", "--cap", "CAP_KILL", &id][..], &show].concat());
+    assert!(cap_kill(&out), "--cap CAP_KILL not granted: {}", out.stdout);
+}

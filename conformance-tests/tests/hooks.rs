@@ -318,3 +318,32 @@ fn hooks_failing_poststop_only_warns() {
     assert!(stages(&hb.out).contains(&"poststop".to_string()));
     ctx.rt_fail(&["state", &id]);
 }
+
+/// A startContainer hook whose entry has no `env` runs with the container process's
+/// environment, as runc runs it (from its init, after it took on the process's env);
+/// one with an `env` gets exactly that.
+#[test]
+fn hooks_start_container_without_env_sees_the_process_env() {
+    let ctx = Ctx::new();
+    let mut cfg = base_config(&["true"]);
+    cfg["process"]["env"] = json!(["PATH=/bin", "LWK_PROCESS_ONLY=from-process"]);
+    cfg["hooks"] = json!({"startContainer": [
+        {"path": "/start-hook.sh", "args": ["start-hook.sh", "no-env"]},
+        {"path": "/start-hook.sh", "args": ["start-hook.sh", "own-env"],
+         "env": ["LWK_HOOK_ONLY=from-hook"]}
+    ]});
+    let b = ctx.bundle("b", &cfg);
+    write_script(
+        &b.join("rootfs/start-hook.sh"),
+        "#!/bin/sh\necho \"$1 [$LWK_PROCESS_ONLY] [$LWK_HOOK_ONLY]\" >> /tmp/start-hook.out\n",
+    );
+    let id = ctx.id("hookenv");
+    let out = ctx.rt(&["run", "--bundle", &s(&b), &id]);
+    assert!(out.ok(), "{}", ctx.explain(&out));
+    let seen = fs::read_to_string(b.join("rootfs/tmp/start-hook.out")).unwrap_or_default();
+    assert_eq!(
+        seen.lines().collect::<Vec<_>>(),
+        ["no-env [from-process] []", "own-env [] [from-hook]"],
+        "startContainer hooks' environments"
+    );
+}

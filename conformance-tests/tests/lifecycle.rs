@@ -4,7 +4,7 @@ use std::fs;
 use std::time::Duration;
 
 use lwk_conformance::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -439,4 +439,34 @@ fn preserve_fds_passes_fd3() {
     drop(f);
     assert!(out.ok(), "{}", ctx.explain(&out));
     assert_eq!(out.stdout.trim(), "content-from-fd3");
+}
+
+/// An image without `Env` (`podman import`, `FROM scratch`, CRI's pause sandboxes)
+/// gives its process no `PATH`; a process named by path runs all the same, in `run`
+/// and in `exec`, as under runc.
+#[test]
+fn absolute_args0_runs_without_path() {
+    let ctx = Ctx::new();
+    let mut cfg = base_config(&["/bin/sh", "-c", "echo ran-without-path; exit 4"]);
+    cfg["process"]["env"] = json!(["HOME=/root"]);
+    let b = ctx.bundle("b", &cfg);
+    let id = ctx.id("nopath");
+    let out = ctx.rt(&["run", "--bundle", &s(&b), &id]);
+    assert_eq!(out.code(), Some(4), "{}", ctx.explain(&out));
+    assert_eq!(out.stdout.trim(), "ran-without-path");
+
+    let mut cfg = base_config(&["/bin/sleep", "60"]);
+    cfg["process"]["env"] = json!([]);
+    let b = ctx.bundle("b2", &cfg);
+    let id = ctx.id("nopathx");
+    ctx.create(&b, &id);
+    ctx.rt_ok(&["start", &id]);
+    let p = ctx.path("process.json");
+    write_json(
+        &p,
+        &json!({"terminal": false, "user": {"uid": 0, "gid": 0}, "cwd": "/",
+                "args": ["/bin/echo", "exec-no-path"], "env": []}),
+    );
+    let out = ctx.rt_ok(&["exec", "--process", &s(&p), &id]);
+    assert_eq!(out.stdout.trim(), "exec-no-path");
 }

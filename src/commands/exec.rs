@@ -87,6 +87,7 @@ pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
         Some(_) => None,
     });
     let pid = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        .with_executor(crate::executor::WorkloadExecutor::default())
         .with_root_path(&ctx.root)
         .context("using the state root")?
         .with_console_socket(args.console_socket.as_ref())
@@ -153,9 +154,7 @@ fn process_from_args(mut process: Process, args: &Exec) -> Result<Process> {
     if !args.cap.is_empty() {
         let mut caps = process.capabilities().clone().unwrap_or_default();
         for name in &args.cap {
-            let cap: oci_spec::runtime::Capability = name
-                .parse()
-                .map_err(|_| anyhow::anyhow!("unknown capability {name:?}"))?;
+            let cap = parse_capability(name)?;
             let add = |s: &Option<oci_spec::runtime::Capabilities>| {
                 let mut s = s.clone().unwrap_or_default();
                 s.insert(cap);
@@ -173,6 +172,14 @@ fn process_from_args(mut process: Process, args: &Exec) -> Result<Process> {
         process.set_capabilities(Some(caps));
     }
     Ok(process)
+}
+
+/// runc's capability names (`CAP_KILL`); the bare form (`KILL`) is accepted too, as
+/// in a spec. oci-spec's `FromStr` knows only its own enum spelling, its deserializer
+/// knows the spec's.
+fn parse_capability(name: &str) -> Result<oci_spec::runtime::Capability> {
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
+        .map_err(|_| anyhow::anyhow!("unknown capability {name:?}"))
 }
 
 /// runc's `--user uid[:gid]` (numeric only, as in runc).
@@ -197,5 +204,18 @@ mod tests {
         assert_eq!(parse_user("1000:100").unwrap(), (1000, Some(100)));
         assert!(parse_user("root").is_err());
         assert!(parse_user("1:x").is_err());
+    }
+
+    #[test]
+    fn capability_names_as_runc_spells_them() {
+        use oci_spec::runtime::Capability;
+        assert_eq!(parse_capability("CAP_KILL").unwrap(), Capability::Kill);
+        assert_eq!(
+            parse_capability("CAP_NET_ADMIN").unwrap(),
+            Capability::NetAdmin
+        );
+        assert_eq!(parse_capability("SYS_ADMIN").unwrap(), Capability::SysAdmin);
+        let e = parse_capability("CAP_NOPE").unwrap_err().to_string();
+        assert!(e.contains("unknown capability \"CAP_NOPE\""), "{e}");
     }
 }
