@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod containerd;
+
 /// How long any single runtime command may take before the test fails.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -110,18 +112,75 @@ pub fn skip_if_known_difference(name: &str) -> bool {
         panic!("{name} is not listed in KNOWN_RUNC_DIFFERENCES");
     };
     if runtime_is_runc() {
-        // Straight to fd 2: libtest captures print!/eprint! of passing tests,
-        // and a skip must be visible in the normal `cargo test` output.
-        let msg = format!("SKIPPED {name}: known runc difference: {reason}\n");
-        let mut stderr = std::mem::ManuallyDrop::new(
-            // SAFETY: fd 2 is open for the whole test run; ManuallyDrop keeps it open.
-            unsafe { File::from_raw_fd(2) },
-        );
-        let _ = stderr.write_all(msg.as_bytes());
+        say(&format!("SKIPPED {name}: known runc difference: {reason}"));
         true
     } else {
         false
     }
+}
+
+/// Print a line straight to fd 2: libtest captures print!/eprint! of passing tests,
+/// and a skip must be visible in the normal `cargo test` output.
+pub fn say(line: &str) {
+    let mut stderr = std::mem::ManuallyDrop::new(
+        // SAFETY: fd 2 is open for the whole test run; ManuallyDrop keeps it open.
+        unsafe { File::from_raw_fd(2) },
+    );
+    let _ = stderr.write_all(format!("{line}\n").as_bytes());
+}
+
+/// True when the tests run in CI (`CI=true`, as CI services set it).
+pub fn in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok(v) if !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The one way an engine test does without its engine: outside CI it prints
+/// `SKIPPED <test>: <why>` and the caller returns; under `CI=true` the test fails with
+/// the same words, since CI installs every engine and must never pass by skipping.
+pub fn skip_engine_test(test: &str, why: &str) {
+    assert!(!in_ci(), "{test} cannot run under CI=true: {why}");
+    say(&format!("SKIPPED {test}: {why}"));
+}
+
+/// An engine test's tool (`name` on `PATH`, else in /usr/sbin or /usr/bin), or `None`
+/// once [`skip_engine_test`] has said why (failing under CI). `package` is the Debian
+/// package that provides it (scripts/setup.sh installs it).
+pub fn engine_tool(test: &str, name: &str, package: &str) -> Option<PathBuf> {
+    let found = find_in_path(name).or_else(|| {
+        ["/usr/sbin", "/usr/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        skip_engine_test(
+            test,
+            &format!(
+                "{name} is not installed (apt-get install {package}, or bash scripts/setup.sh)"
+            ),
+        );
+    }
+    found
+}
+
+/// [`engine_tool`] for every tool of a test: all of them, or `None` once one is missing.
+pub fn engine_tools<const N: usize>(test: &str, tools: [(&str, &str); N]) -> Option<[PathBuf; N]> {
+    let mut out = Vec::with_capacity(N);
+    for (name, package) in tools {
+        out.push(engine_tool(test, name, package)?);
+    }
+    out.try_into().ok()
+}
+
+/// `LWK_SKIP_ENGINES=docker,podman,...` skips those engine tests outside CI (and fails
+/// them under CI, like any other skip).
+pub fn engine_skipped_by_user(test: &str, engine: &str) -> bool {
+    let listed = std::env::var("LWK_SKIP_ENGINES").unwrap_or_default();
+    if listed.split(',').any(|e| e.trim() == engine) {
+        skip_engine_test(test, &format!("LWK_SKIP_ENGINES names {engine}"));
+        return true;
+    }
+    false
 }
 
 /// A container id unique across parallel tests and test binaries.
@@ -889,4 +948,89 @@ sysfs = "{s}/sys/kernel/mOS"
         );
         assert_eq!(self.leases(), 0, "a lease is left");
     }
+}
+
+/// Stop a daemon this test started: SIGTERM, SIGKILL after `grace`, reaped.
+pub fn stop_child(child: &mut Child, grace: Duration) {
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t0 = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) if t0.elapsed() > grace => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// SIGTERM `pid`, SIGKILL after `grace`.
+pub fn terminate(pid: i32, grace: Duration) {
+    // SAFETY: plain kill(2) on a pid the caller started or found under its own dir.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let t0 = Instant::now();
+    while pid_alive(pid) && t0.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if pid_alive(pid) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Pids (other than ours) of live processes whose command line contains `needle`: a
+/// private daemon's directory names its containerd and shims (`-address DIR/...`).
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|&pid| pid != me && pid_alive(pid))
+        .filter(|pid| {
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).contains(needle)
+        })
+        .collect()
+}
+
+/// Mount points at or under `dir` in our mount namespace, deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = s(dir);
+    let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&dir))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    mounts
+}
+
+/// After a private daemon under `dir` was stopped, whatever it may have left: processes
+/// whose command line names `dir` (its containerd, shims) are terminated, mounts under
+/// `dir` detached (so the directory can be removed), and orphans reparented to us (a
+/// subreaper) reaped.
+pub fn stop_leftovers(dir: &Path) {
+    for pid in processes_mentioning(&s(dir)) {
+        terminate(pid, Duration::from_secs(5));
+    }
+    for m in mounts_under(dir) {
+        let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+    // SAFETY: waitpid on any child; every Child handle of ours was already waited.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+}
+
+/// Make this process the subreaper of what it starts: containerd's shims daemonize, and
+/// as orphans of this process (rather than of a pid 1 that may not reap) they can be
+/// reaped by [`stop_leftovers`].
+pub fn become_subreaper() {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 }

@@ -192,39 +192,6 @@ impl Daemon {
         assert!(st.success(), "tar of the rootfs failed");
         assert_eq!(out.code, Some(0), "docker import: {}", out.stderr);
     }
-
-    /// Pids of processes whose command line mentions our private dir
-    /// (the supervised containerd and any shim), excluding `except`.
-    fn our_processes(&self, except: Option<u32>) -> Vec<i32> {
-        let needle = s(self.dir.path());
-        let mut v = Vec::new();
-        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if Some(pid as u32) == except || pid == std::process::id() as i32 {
-                continue;
-            }
-            let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmd).contains(&needle) {
-                v.push(pid);
-            }
-        }
-        v
-    }
-}
-
-fn terminate(pid: i32, grace: Duration) {
-    // SAFETY: plain kill(2) on a pid we started or found under our own dir.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let t0 = Instant::now();
-    while pid_alive(pid) && t0.elapsed() < grace {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if pid_alive(pid) {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
 }
 
 impl Drop for Daemon {
@@ -235,41 +202,10 @@ impl Drop for Daemon {
             let _ = self.try_docker(&["rm", "-f", id]);
         }
         if let Some(mut child) = self.child.take() {
-            let pid = child.id() as i32;
-            // SAFETY: our own child.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let t0 = Instant::now();
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if t0.elapsed() > Duration::from_secs(20) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-                }
-            }
+            stop_child(&mut child, Duration::from_secs(20));
         }
         // containerd normally exits with dockerd; make sure of it.
-        for pid in self.our_processes(None) {
-            terminate(pid, Duration::from_secs(5));
-        }
-        // Unmount anything left under our dir (deepest first) so it can be removed.
-        let dir = s(self.dir.path());
-        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
-            .filter(|m| m.starts_with(&dir))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-        // Reap shims that were reparented to us (we are their subreaper).
-        // SAFETY: waitpid on any child; every Child handle was already waited.
-        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        stop_leftovers(self.dir.path());
     }
 }
 
@@ -284,28 +220,19 @@ fn lock() -> File {
 
 #[test]
 fn docker_end_to_end() {
+    const TEST: &str = "docker_end_to_end";
     require_root();
-    if std::env::var("LWK_SKIP_DOCKER").as_deref() == Ok("1") {
-        eprintln!("SKIPPED docker_end_to_end: LWK_SKIP_DOCKER=1");
+    if engine_skipped_by_user(TEST, "docker") {
         return;
     }
-    let dockerd = find_in_path("dockerd")
-        .or_else(|| {
-            let p = PathBuf::from("/usr/sbin/dockerd");
-            p.is_file().then_some(p)
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "dockerd is not installed: apt-get install docker.io \
-                 (or set LWK_SKIP_DOCKER=1 to skip the Docker end-to-end test)"
-            )
-        });
+    let Some([dockerd, _]) =
+        engine_tools(TEST, [("dockerd", "docker.io"), ("docker", "docker.io")])
+    else {
+        return;
+    };
     let _ = runtime_version();
     let _lock = lock();
-    // containerd's shims daemonize; make them orphans of this process rather
-    // than of pid 1 (which may not reap), so the guard can reap them.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    become_subreaper();
     let t_start = Instant::now();
     // A private simulated LWK node for the runtime under this daemon.
     let node_dir = tempfile::Builder::new()
@@ -435,7 +362,7 @@ fn docker_end_to_end() {
     // The LWK cases test lwk-runc's own feature, not the OCI contract: a runtime
     // without an LWK layer (runc, when the suite checks itself against it) skips them.
     if runtime_is_runc() {
-        eprintln!("SKIPPED docker_on_the_simulated_lwk: the runtime under test is runc, which has no LWK layer");
+        say("SKIPPED docker_on_the_simulated_lwk: the runtime under test is runc, which has no LWK layer");
     } else {
         docker_on_the_simulated_lwk(&d, &w, &run);
     }
@@ -473,7 +400,8 @@ fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
     w.assert_clean();
 
     // docker exec into an LWK container: Docker hands the exec the container's env, so
-    // LWK_KERNEL arrives inherited; the process runs on Linux unless it asks itself.
+    // LWK_KERNEL arrives inherited; the process runs on Linux unless it asks itself, with
+    // LWK_EXEC (the same LWK_KERNEL again cannot be told from the inherited one).
     let name = format!("lwkc-lwk-{}", std::process::id());
     d.docker(&[
         "run",
@@ -491,25 +419,24 @@ fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
         "100",
     ]);
     let parent = "tr '\\0' ' ' < /proc/$PPID/cmdline; echo";
-    let out = d.docker(&["exec", &name, "sh", "-c", parent]);
+    let exec_parent = |opts: &[&str]| {
+        d.docker(&[&["exec"][..], opts, &[&name, "sh", "-c", parent]].concat())
+            .stdout
+    };
+    let out = exec_parent(&[]);
     assert!(
-        !out.stdout.contains("mcexec"),
-        "plain docker exec ran on the LWK: {}",
-        out.stdout
+        !out.contains("mcexec"),
+        "plain docker exec ran on the LWK: {out}"
     );
-    let out = d.docker(&[
-        "exec",
-        "-e",
-        "LWK_KERNEL=McKernel",
-        &name,
-        "sh",
-        "-c",
-        parent,
-    ]);
+    let out = exec_parent(&["-e", "LWK_KERNEL=mckernel"]);
     assert!(
-        out.stdout.contains("mcexec"),
-        "exec asking for the LWK ran on Linux: {}",
-        out.stdout
+        !out.contains("mcexec"),
+        "the container's own LWK_KERNEL, given again, is still inherited: {out}"
+    );
+    let out = exec_parent(&["-e", "LWK_EXEC=mckernel"]);
+    assert!(
+        out.contains("mcexec"),
+        "docker exec -e LWK_EXEC=mckernel ran on Linux: {out}"
     );
     d.docker(&["rm", "-f", &name]);
     wait_for(
@@ -517,7 +444,43 @@ fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
         "teardown after docker rm -f",
         || (w.count(" destroy ") == 2 && w.leases() == 0).then_some(()),
     );
-    assert_eq!(w.count("\t0 boot\t"), 2, "{}", w.calls());
+
+    // A container started with LWK_EXEC runs every docker exec on the LWK, unless one
+    // says LWK_EXEC=none.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--runtime",
+        RUNTIME_NAME,
+        "--network",
+        "none",
+        "-e",
+        "LWK_KERNEL=mckernel",
+        "-e",
+        "LWK_EXEC=mckernel",
+        IMAGE,
+        "sleep",
+        "100",
+    ]);
+    let out = exec_parent(&[]);
+    assert!(
+        out.contains("mcexec"),
+        "exec into an LWK_EXEC container ran on Linux: {out}"
+    );
+    let out = exec_parent(&["-e", "LWK_EXEC=none"]);
+    assert!(
+        !out.contains("mcexec"),
+        "docker exec -e LWK_EXEC=none ran on the LWK: {out}"
+    );
+    d.docker(&["rm", "-f", &name]);
+    wait_for(
+        Duration::from_secs(20),
+        "teardown after docker rm -f",
+        || (w.count(" destroy ") == 3 && w.leases() == 0).then_some(()),
+    );
+    assert_eq!(w.count("\t0 boot\t"), 3, "{}", w.calls());
     w.assert_clean();
     let reserves = w.count(" reserve ");
 

@@ -10,14 +10,21 @@
 //! Processes started with `exec` run on Linux unless their own env asks for the LWK.
 //! Engines build an exec'd process's env from the container's (Docker merges the
 //! container's env under `docker exec -e`), so an `LWK_KERNEL` the container itself
-//! carries is not a request. The rule ([`decide_exec`]): an exec'd process runs on the
-//! LWK only if its env sets `LWK_KERNEL` to a value that was not inherited, i.e. the
-//! container's own env has no `LWK_KERNEL` entry or a different one (compared as
-//! written). `lwk-runc exec -e LWK_KERNEL=...` always counts as the process's own, since
-//! the runtime sees the flag. Through an engine (`--process`), the inherited value cannot
-//! be told apart from the same value given again, so in a container started with
-//! `LWK_KERNEL=mckernel` ask with another spelling (`docker exec -e LWK_KERNEL=McKernel`;
-//! values are case-insensitive). Annotations and the config's default never apply to exec.
+//! carries is not a request. The rule ([`decide_exec`]), first match wins:
+//! - `LWK_EXEC=mckernel|mos|none` in the process's env decides, inherited or not: it is
+//!   the variable for exec'd processes. `docker exec -e LWK_EXEC=mckernel` asks for one
+//!   process; a container started with `-e LWK_EXEC=mckernel` runs every exec on the LWK
+//!   (`-e LWK_EXEC=none` opts one out). `LWK_EXEC` has no effect on the container's own
+//!   process.
+//! - `LWK_KERNEL` asks only with a value that was not inherited, i.e. the container's own
+//!   env has no `LWK_KERNEL` entry or a different one (compared as written).
+//!   `lwk-runc exec -e LWK_KERNEL=...` always counts as the process's own, since the
+//!   runtime sees the flag. Through an engine (`--process`), the inherited value cannot
+//!   be told apart from the same value given again (`docker exec -e LWK_KERNEL=mckernel`
+//!   into a container started with it hands the runtime the very same env), which is
+//!   why `LWK_EXEC` exists.
+//!
+//! Annotations and the config's default never apply to exec.
 
 use std::collections::HashMap;
 
@@ -28,6 +35,8 @@ pub const ANN_KERNEL: &str = "run.lwk.kernel";
 pub const ANN_ARGS: &str = "run.lwk.args";
 pub const ENV_KERNEL: &str = "LWK_KERNEL";
 pub const ENV_ARGS: &str = "LWK_ARGS";
+/// Where exec'd processes run (see the module doc).
+pub const ENV_EXEC: &str = "LWK_EXEC";
 /// containerd/CRI marks pod sandbox (pause) containers with this.
 const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 /// CRI-O spells it differently.
@@ -123,18 +132,17 @@ pub fn decide_exec(
     env: &[String],
     inherited: &[String],
 ) -> Result<Option<LwkRequest>, PolicyError> {
-    let Some(v) = env_get(env, ENV_KERNEL) else {
-        return Ok(None);
+    let (v, source_name) = match (env_get(env, ENV_EXEC), env_get(env, ENV_KERNEL)) {
+        (Some(v), _) => (v, ENV_EXEC),
+        (None, Some(v)) if env_get(inherited, ENV_KERNEL) != Some(v) => (v, ENV_KERNEL),
+        _ => return Ok(None),
     };
-    if env_get(inherited, ENV_KERNEL) == Some(v) {
-        return Ok(None);
-    }
-    let Some(kind) = parse_kernel(v, ENV_KERNEL)? else {
+    let Some(kind) = parse_kernel(v, source_name)? else {
         return Ok(None);
     };
     if !cfg.enabled(kind) {
         return Err(PolicyError::NotEnabled {
-            source_name: ENV_KERNEL.into(),
+            source_name: source_name.into(),
             kind,
             section: kind.config_section(),
         });
@@ -394,6 +402,28 @@ mod tests {
         assert_eq!(r.kind, LwkKind::Mos);
         // Hostile args are refused for exec too.
         assert!(decide_exec(&c, &env(&["LWK_KERNEL=mos", "LWK_ARGS=-c /x"]), &container).is_err());
+    }
+
+    #[test]
+    fn exec_lwk_exec_decides_inherited_or_not() {
+        let c = cfg();
+        let container = env(&["PATH=/bin", "LWK_KERNEL=mckernel"]);
+        // `docker exec -e LWK_EXEC=mckernel`: the container's env plus the exec's own.
+        let exec = env(&["PATH=/bin", "LWK_KERNEL=mckernel", "LWK_EXEC=mckernel"]);
+        let r = decide_exec(&c, &exec, &container).unwrap().unwrap();
+        assert_eq!(r.kind, LwkKind::McKernel);
+        // A container started with LWK_EXEC: every exec inherits it, and it still asks.
+        let container = env(&["LWK_KERNEL=mos", "LWK_EXEC=mos"]);
+        let r = decide_exec(&c, &container, &container).unwrap().unwrap();
+        assert_eq!(r.kind, LwkKind::Mos);
+        // LWK_EXEC=none keeps one exec on Linux, whatever LWK_KERNEL says.
+        let own = env(&["LWK_KERNEL=McKernel", "LWK_EXEC=none"]);
+        assert_eq!(decide_exec(&c, &own, &[]), Ok(None));
+        // A bad value names LWK_EXEC.
+        let e = decide_exec(&c, &env(&["LWK_EXEC=linux2"]), &[]).unwrap_err();
+        assert!(e.to_string().starts_with("LWK_EXEC asks"), "{e}");
+        // The container's own process ignores LWK_EXEC.
+        assert_eq!(decide(&c, None, &env(&["LWK_EXEC=mckernel"])), Ok(None));
     }
 
     #[test]
