@@ -9,6 +9,8 @@ packages=(
   runc                        # the reference runtime the suite and benches compare against
   docker.io                   # the Docker end-to-end tests (private dockerd)
   podman                      # the podman end-to-end test (private storage, no daemon)
+  containerd                  # the containerd and CRI tests (private containerd, ctr, runc v2 shim)
+  protobuf-compiler           # protoc, for the CRI test's client (k8s-cri's build script)
   busybox-static              # the test and demo rootfs
   musl-tools                  # a musl-only rootfs for the launcher-closure test
   patchelf                    # makes a dynamically linked launcher run in any rootfs
