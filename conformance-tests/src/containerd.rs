@@ -13,7 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -22,12 +22,33 @@ use crate::*;
 /// Daemon start-up, and any one `ctr` command.
 pub const CTR_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The three tools the tests need, each with the Debian package that has it.
-pub const TOOLS: [(&str, &str); 3] = [
-    ("containerd", "containerd"),
-    ("ctr", "containerd"),
-    ("containerd-shim-runc-v2", "containerd"),
-];
+/// An image's config whose processes find programs by name.
+pub fn with_path(config: Value) -> Value {
+    let mut c = config;
+    c["Env"] = json!(["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]);
+    c
+}
+
+/// The start of a containerd test (`test`, skippable as `engine`): root, the tools
+/// (`containerd`, `ctr`; the runc v2 shim must be there too), and this process as the
+/// subreaper of the shims. `None` once the test was skipped (a failure under CI).
+pub fn tools(test: &str, engine: &str) -> Option<(PathBuf, PathBuf)> {
+    require_root();
+    if engine_skipped_by_user(test, engine) {
+        return None;
+    }
+    let [containerd, ctr, _shim] = engine_tools(
+        test,
+        [
+            ("containerd", "containerd"),
+            ("ctr", "containerd"),
+            ("containerd-shim-runc-v2", "containerd"),
+        ],
+    )?;
+    let _ = runtime_version();
+    become_subreaper();
+    Some((containerd, ctr))
+}
 
 pub struct Containerd {
     pub dir: tempfile::TempDir,
@@ -117,27 +138,19 @@ path = "{d}/opt"
     }
 
     fn wait_ready(&self) {
-        let t0 = Instant::now();
-        loop {
-            if let Some(child) = &self.child {
-                assert!(
-                    pid_alive(child.id() as i32),
-                    "containerd exited during start-up; its log:\n{}",
-                    self.log()
-                );
-            }
-            let out = self.ctr("default", &["version"]);
-            if out.ok() && out.stdout.contains("Server:") {
-                return;
-            }
-            assert!(
-                t0.elapsed() < CTR_TIMEOUT,
-                "containerd not ready after {CTR_TIMEOUT:?} ({}); its log:\n{}",
-                out.stderr,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_daemon_ready(
+            "containerd",
+            self.child.as_ref(),
+            || self.log(),
+            CTR_TIMEOUT,
+            || {
+                let out = self.ctr("default", &["version"]);
+                match out.ok() && out.stdout.contains("Server:") {
+                    true => Ok(()),
+                    false => Err(out.stderr),
+                }
+            },
+        )
     }
 
     /// `ctr -a SOCK -n NS ARGS`, bounded by [`CTR_TIMEOUT`].
@@ -179,9 +192,16 @@ path = "{d}/opt"
         out
     }
 
-    /// `ctr -n NS images import` of an archive made by [`oci_archive`].
-    pub fn import(&self, ns: &str, archive: &Path) {
-        self.ctr_ok(ns, &["images", "import", &s(archive)]);
+    /// Build an image named `name` from a busybox rootfs ([`image_rootfs`]) with `config`
+    /// as its config (Entrypoint, Env, ...) and import it into namespace `ns`.
+    pub fn import_image(&self, ns: &str, name: &str, config: Value) {
+        let rootfs = self.path("rootfs");
+        if !rootfs.exists() {
+            image_rootfs(&rootfs);
+        }
+        let archive = self.path("image.tar");
+        oci_archive(&archive, &rootfs, name, config);
+        self.ctr_ok(ns, &["images", "import", &s(&archive)]);
     }
 
     fn ids(&self, ns: &str, what: &str) -> Vec<String> {

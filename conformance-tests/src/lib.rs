@@ -1034,3 +1034,47 @@ pub fn become_subreaper() {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 }
+
+/// Wait for a daemon this test started to answer: `probe` until it returns `Ok`, failing
+/// with `log()` (the daemon's log) when `child` exits or `timeout` passes (the last
+/// probe's `Err` says why).
+pub fn wait_daemon_ready<T>(
+    what: &str,
+    child: Option<&Child>,
+    log: impl Fn() -> String,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(child) = child {
+            assert!(
+                pid_alive(child.id() as i32),
+                "{what} exited during start-up; its log:\n{}",
+                log()
+            );
+        }
+        let why = match probe() {
+            Ok(v) => return v,
+            Err(why) => why,
+        };
+        assert!(
+            t0.elapsed() < timeout,
+            "{what} not ready after {timeout:?} ({why}); its log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A private simulated LWK node in a short directory under /tmp, for a daemon's runtime
+/// (the daemon's own directory holds sockets that must stay short too). Keep the
+/// directory until the daemon is gone.
+pub fn private_node() -> (tempfile::TempDir, World) {
+    let dir = tempfile::Builder::new()
+        .prefix("lwkn-")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    let w = World::at(dir.path(), &WorldOpts::default());
+    (dir, w)
+}

@@ -46,33 +46,14 @@ fn args(v: &[String]) -> Vec<&str> {
 
 #[test]
 fn containerd_end_to_end() {
-    require_root();
-    if engine_skipped_by_user(TEST, "containerd") {
-        return;
-    }
-    let Some([containerd, ctr, _shim]) = engine_tools(TEST, containerd::TOOLS) else {
+    let Some((containerd, ctr)) = containerd::tools(TEST, "containerd") else {
         return;
     };
-    let _ = runtime_version();
-    become_subreaper();
-    let node = tempfile::Builder::new()
-        .prefix("lwkn-")
-        .tempdir_in("/tmp")
-        .expect("temp dir");
-    let w = World::at(node.path(), &WorldOpts::default());
+    let (_node, w) = private_node();
     let setup_calls = w.calls();
     // The CRI plugin is another test's subject; without it the daemon reads no CNI set-up.
     let cd = Containerd::start(&containerd, &ctr, |_| toml::Table::new(), &w.env());
-    let rootfs = cd.path("rootfs");
-    containerd::image_rootfs(&rootfs);
-    let archive = cd.path("busybox.tar");
-    containerd::oci_archive(
-        &archive,
-        &rootfs,
-        IMAGE,
-        json!({"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]}),
-    );
-    cd.import(NS, &archive);
+    cd.import_image(NS, IMAGE, containerd::with_path(json!({"Cmd": ["sh"]})));
     let tag = std::process::id();
 
     // Output and exit codes pass through the shim.

@@ -354,22 +354,12 @@ fn sandbox_image(containerd: &Path) -> String {
 
 #[test]
 fn cri_pods_on_lwk_runc() {
-    require_root();
-    if engine_skipped_by_user(TEST, "cri") {
-        return;
-    }
-    let Some([containerd, ctr, _shim]) = engine_tools(TEST, containerd::TOOLS) else {
+    let Some((containerd, ctr)) = containerd::tools(TEST, "cri") else {
         return;
     };
-    let _ = runtime_version();
-    become_subreaper();
     let (handler, shipped) = shipped_handler();
     let pause = sandbox_image(&containerd);
-    let node = tempfile::Builder::new()
-        .prefix("lwkn-")
-        .tempdir_in("/tmp")
-        .expect("temp dir");
-    let w = World::at(node.path(), &WorldOpts::default());
+    let (_node, w) = private_node();
     let setup_calls = w.calls();
 
     let cd = Containerd::start(
@@ -408,23 +398,12 @@ Root = "{d}/runtime"
 
     // The pause image has no Env, as pause images and `FROM scratch` builds do: its
     // process (/bin/sleep) is named by path and runs without PATH.
-    let rootfs = cd.path("rootfs");
-    containerd::image_rootfs(&rootfs);
-    let archive = cd.path("pause.tar");
-    containerd::oci_archive(
-        &archive,
-        &rootfs,
+    cd.import_image(
+        NS,
         &pause,
         json!({"Entrypoint": ["/bin/sleep", "infinity"]}),
     );
-    cd.import(NS, &archive);
-    containerd::oci_archive(
-        &archive,
-        &rootfs,
-        IMAGE,
-        json!({"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]}),
-    );
-    cd.import(NS, &archive);
+    cd.import_image(NS, IMAGE, containerd::with_path(json!({"Cmd": ["sh"]})));
 
     let client = CriClient::connect(&cd.sock);
     let v = wait_for(WAIT, "the CRI plugin to answer Version", || {

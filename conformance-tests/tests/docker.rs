@@ -103,35 +103,24 @@ impl Daemon {
     }
 
     fn wait_ready(&self) {
-        let t0 = Instant::now();
-        loop {
-            if let Some(child) = &self.child {
-                // SAFETY: waitpid-free liveness probe via signal 0 on our own child.
-                let alive = unsafe { libc::kill(child.id() as i32, 0) } == 0
-                    && pid_alive(child.id() as i32);
-                assert!(
-                    alive,
-                    "dockerd exited during startup; its log:\n{}",
-                    self.log()
-                );
-            }
-            let out = self.try_docker(&["info", "--format", "{{json .Runtimes}}"]);
-            if out.code == Some(0) {
+        wait_daemon_ready(
+            "dockerd",
+            self.child.as_ref(),
+            || self.log(),
+            READY_TIMEOUT,
+            || {
+                let out = self.try_docker(&["info", "--format", "{{json .Runtimes}}"]);
+                if out.code != Some(0) {
+                    return Err(format!("docker info: {}", out.stderr));
+                }
                 assert!(
                     out.stdout.contains(RUNTIME_NAME),
                     "dockerd is up but did not register runtime {RUNTIME_NAME}: {}",
                     out.stdout
                 );
-                return;
-            }
-            assert!(
-                t0.elapsed() < READY_TIMEOUT,
-                "dockerd not ready after {READY_TIMEOUT:?} (docker info: {}); its log:\n{}",
-                out.stderr,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+                Ok(())
+            },
+        )
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -235,11 +224,7 @@ fn docker_end_to_end() {
     become_subreaper();
     let t_start = Instant::now();
     // A private simulated LWK node for the runtime under this daemon.
-    let node_dir = tempfile::Builder::new()
-        .prefix("lwkn-")
-        .tempdir_in("/tmp")
-        .expect("temp dir");
-    let w = World::at(node_dir.path(), &WorldOpts::default());
+    let (_node, w) = private_node();
     let setup_calls = w.calls();
     let d = Daemon::start(&dockerd, &w.env());
     let rootfs = d.dir.path().join("rootfs");
@@ -403,26 +388,25 @@ fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
     // LWK_KERNEL arrives inherited; the process runs on Linux unless it asks itself, with
     // LWK_EXEC (the same LWK_KERNEL again cannot be told from the inherited one).
     let name = format!("lwkc-lwk-{}", std::process::id());
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--runtime",
-        RUNTIME_NAME,
-        "--network",
-        "none",
-        "-e",
-        "LWK_KERNEL=mckernel",
-        IMAGE,
-        "sleep",
-        "100",
-    ]);
+    let start = |env: &[&str]| {
+        let head = ["run", "-d", "--name", &name, "--runtime", RUNTIME_NAME];
+        let tail = ["--network", "none", IMAGE, "sleep", "100"];
+        d.docker(&[&head[..], env, &tail].concat());
+    };
+    let remove = |teardowns: usize| {
+        d.docker(&["rm", "-f", &name]);
+        wait_for(
+            Duration::from_secs(20),
+            "teardown after docker rm -f",
+            || (w.count(" destroy ") == teardowns && w.leases() == 0).then_some(()),
+        );
+    };
     let parent = "tr '\\0' ' ' < /proc/$PPID/cmdline; echo";
     let exec_parent = |opts: &[&str]| {
         d.docker(&[&["exec"][..], opts, &[&name, "sh", "-c", parent]].concat())
             .stdout
     };
+    start(&["-e", "LWK_KERNEL=mckernel"]);
     let out = exec_parent(&[]);
     assert!(
         !out.contains("mcexec"),
@@ -438,32 +422,11 @@ fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
         out.contains("mcexec"),
         "docker exec -e LWK_EXEC=mckernel ran on Linux: {out}"
     );
-    d.docker(&["rm", "-f", &name]);
-    wait_for(
-        Duration::from_secs(20),
-        "teardown after docker rm -f",
-        || (w.count(" destroy ") == 2 && w.leases() == 0).then_some(()),
-    );
+    remove(2);
 
     // A container started with LWK_EXEC runs every docker exec on the LWK, unless one
     // says LWK_EXEC=none.
-    d.docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--runtime",
-        RUNTIME_NAME,
-        "--network",
-        "none",
-        "-e",
-        "LWK_KERNEL=mckernel",
-        "-e",
-        "LWK_EXEC=mckernel",
-        IMAGE,
-        "sleep",
-        "100",
-    ]);
+    start(&["-e", "LWK_KERNEL=mckernel", "-e", "LWK_EXEC=mckernel"]);
     let out = exec_parent(&[]);
     assert!(
         out.contains("mcexec"),
@@ -474,12 +437,7 @@ fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
         !out.contains("mcexec"),
         "docker exec -e LWK_EXEC=none ran on the LWK: {out}"
     );
-    d.docker(&["rm", "-f", &name]);
-    wait_for(
-        Duration::from_secs(20),
-        "teardown after docker rm -f",
-        || (w.count(" destroy ") == 3 && w.leases() == 0).then_some(()),
-    );
+    remove(3);
     assert_eq!(w.count("\t0 boot\t"), 3, "{}", w.calls());
     w.assert_clean();
     let reserves = w.count(" reserve ");
