@@ -73,7 +73,9 @@ fn hook_bundle(ctx: &Ctx, mut cfg: Value, failing: Option<&str>) -> HookBundle {
     let bundle = ctx.bundle("b", &cfg);
     write_script(
         &bundle.join("rootfs").join(&IN_CONTAINER_HOOK[1..]),
-        "#!/bin/sh\ncat > /hookout/$1.json\necho \"$1 $(readlink /proc/self/ns/mnt) $LWK_HOOK_ENV\" >> /hookout/order\n",
+        // It takes its time, so a poststart hook run before the process exists (not
+        // after the startContainer hooks) shows in the order.
+        "#!/bin/sh\nsleep 0.3\ncat > /hookout/$1.json\necho \"$1 $(readlink /proc/self/ns/mnt) $LWK_HOOK_ENV\" >> /hookout/order\n",
     );
     HookBundle { bundle, out }
 }

@@ -116,6 +116,7 @@ pub fn create(
         init_start_time: container
             .pid()
             .and_then(|p| crate::host::start_time(p.as_raw())),
+        poststart: hooks_of(&spec, |h| h.poststart()),
     };
     if let Err(err) = record.save(ctx, id) {
         // The container exists but we could not describe it: take it down rather than
@@ -141,17 +142,16 @@ fn build(
     spec: &Spec,
     rewritten: Option<Spec>,
 ) -> Result<Container> {
-    // startContainer hooks move from libcontainer to our executor (see executor.rs).
-    let start_container_hooks = spec
-        .hooks()
-        .as_ref()
-        .and_then(|h| h.start_container().clone())
-        .unwrap_or_default();
+    // startContainer hooks move from libcontainer to our executor (see executor.rs),
+    // poststart hooks to `start` (see start.rs).
+    let start_container_hooks = hooks_of(spec, |h| h.start_container());
+    let has_poststart = !hooks_of(spec, |h| h.poststart()).is_empty();
     let mut rewritten = rewritten;
-    if !start_container_hooks.is_empty() {
+    if !start_container_hooks.is_empty() || has_poststart {
         let s = rewritten.get_or_insert_with(|| spec.clone());
         if let Some(hooks) = s.hooks_mut() {
             hooks.set_start_container(None);
+            hooks.set_poststart(None);
         }
     }
     if let Some(s) = &rewritten {
@@ -183,6 +183,17 @@ fn build(
         .build()
         .map_err(|err| anyhow::anyhow!(describe(&err)))
         .with_context(|| format!("creating container {id} from bundle {}", bundle.display()))
+}
+
+/// One kind of the spec's hooks, none when absent.
+fn hooks_of(
+    spec: &Spec,
+    kind: impl Fn(&oci_spec::runtime::Hooks) -> &Option<Vec<oci_spec::runtime::Hook>>,
+) -> Vec<oci_spec::runtime::Hook> {
+    spec.hooks()
+        .as_ref()
+        .and_then(|h| kind(h).clone())
+        .unwrap_or_default()
 }
 
 /// The kernel refuses to raise a hard rlimit without CAP_SYS_RESOURCE in the initial

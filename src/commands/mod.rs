@@ -185,13 +185,22 @@ pub struct Record {
     pub rootfs: PathBuf,
     #[serde(default)]
     pub init_start_time: Option<u64>,
+    /// The spec's poststart hooks, run by `start` once the process has exec'd (see
+    /// start.rs); libcontainer is handed the spec without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub poststart: Vec<oci_spec::runtime::Hook>,
 }
 
 const RECORD_FILE: &str = "lwk-runc.json";
 
 impl Record {
     pub fn load(ctx: &Ctx, id: &str) -> Option<Record> {
-        let data = std::fs::read(ctx.container_dir(id).join(RECORD_FILE)).ok()?;
+        Record::load_from(&ctx.container_dir(id))
+    }
+
+    /// The record in a container's state directory.
+    pub fn load_from(dir: &Path) -> Option<Record> {
+        let data = std::fs::read(dir.join(RECORD_FILE)).ok()?;
         serde_json::from_slice(&data).ok()
     }
 
