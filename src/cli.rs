@@ -48,7 +48,7 @@ pub struct GlobalOpts {
     /// enable systemd cgroup support
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
-    /// ignore cgroup permission errors ('true', 'false', or 'auto')
+    /// ignore cgroup permission errors ('true', 'false', or 'auto'); with spec: generate a configuration for a rootless container
     #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub rootless: Option<String>,
 }
@@ -333,14 +333,13 @@ pub struct List {
     pub quiet: bool,
 }
 
+/// `spec --rootless` is the global `--rootless` (clap cannot have both under one name);
+/// see [`GlobalOpts::rootless`].
 #[derive(Args, Debug)]
 pub struct Spec {
     /// path to the root of the bundle directory
     #[arg(short, long)]
     pub bundle: Option<PathBuf>,
-    /// generate a configuration for a rootless container
-    #[arg(long = "rootless", id = "spec_rootless")]
-    pub rootless: bool,
 }
 
 #[derive(Args, Debug)]
@@ -442,5 +441,17 @@ impl HookStage {
             HookStage::CreateRuntime => "createRuntime",
             HookStage::Poststop => "poststop",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks a command line's consistency only in debug builds, and only for the
+    /// subcommand being parsed; the man pages are built from all of them.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -74,7 +74,10 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Exec(args) => exec::run(&ctx, &args),
         Command::Ps(args) => ps::run(&ctx, &args).map(|_| 0),
         Command::List(args) => list::run(&ctx, &args).map(|_| 0),
-        Command::Spec(args) => spec::run(&args).map(|_| 0),
+        Command::Spec(args) => {
+            let rootless = cli.global.rootless.as_deref() == Some("true");
+            spec::run(&args, rootless).map(|_| 0)
+        }
         Command::Pause(args) => pause::pause(&ctx, &args.container_id).map(|_| 0),
         Command::Resume(args) => pause::resume(&ctx, &args.container_id).map(|_| 0),
         Command::Events(args) => events::run(&ctx, &args).map(|_| 0),

@@ -8,10 +8,11 @@ use oci_spec::runtime::Spec;
 
 use crate::cli::Spec as SpecArgs;
 
-pub fn run(args: &SpecArgs) -> Result<()> {
+/// `rootless`: `--rootless` was given (runc's `spec --rootless`).
+pub fn run(args: &SpecArgs, rootless: bool) -> Result<()> {
     let dir = args.bundle.clone().unwrap_or_else(|| ".".into());
     let path = dir.join("config.json");
-    let spec = if args.rootless {
+    let spec = if rootless {
         Spec::rootless(
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
