@@ -106,6 +106,12 @@ pub enum Command {
     Lwk(LwkCmd),
     /// the LWK lease logic as an OCI hook (state JSON on stdin), for runc, crun and podman users
     Hook(HookCmd),
+    /// check this node for LWK containers: kernel, config, LWK tools and instance, engines
+    #[command(after_help = DOCTOR_HELP)]
+    Doctor(DoctorArgs),
+    /// register lwk-runc with a container engine, keeping the rest of its config file
+    #[command(name = "setup-engine", after_help = SETUP_ENGINE_HELP)]
+    SetupEngine(SetupEngineArgs),
     /// run this MPI rank in its job's container on this node (one container and one LWK per job per node)
     #[command(after_help = CONEXEC_EXAMPLES)]
     Conexec(ConexecArgs),
@@ -138,6 +144,59 @@ exits as its rank does. The job is known by --job, else SLURM_JOB_ID.SLURM_STEP_
 PMIX_NAMESPACE, PMI_JOBID, or the launcher process that is the ranks' parent; ranks per
 node by --ppn, else OMPI_COMM_WORLD_LOCAL_SIZE, MPI_LOCALNRANKS, PMI_LOCAL_SIZE or Slurm's
 tasks per node.";
+
+const DOCTOR_HELP: &str = "\
+Each finding says what was checked, what was found and, where something is wrong, the fix.
+Nothing on the node is changed: no lock is held, no file written, no LWK booted.
+The config is LWK_RUNC_CONFIG, else /etc/lwk-runc/config.toml.
+
+Exit status: 0 when the node is ready for LWK containers (warnings allowed), 1 otherwise.";
+
+const SETUP_ENGINE_HELP: &str = "\
+Default config files: docker /etc/docker/daemon.json, podman /etc/containers/containers.conf,
+containerd /etc/containerd/config.toml. The file is parsed and edited (other settings,
+runtimes, comments and key order stay), the change is printed as a diff, the previous
+file is kept as <file>.lwk-runc-<time>.bak, and the daemon to restart is named.
+Running it again when lwk-runc is already registered changes nothing.";
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// text for people, json for tools
+    #[arg(short, long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Docker,
+    Podman,
+    Containerd,
+}
+
+#[derive(Args, Debug)]
+pub struct SetupEngineArgs {
+    /// the engine whose config file gets lwk-runc
+    #[arg(value_enum)]
+    pub engine: Engine,
+    /// the engine's config file (default: the engine's system-wide one)
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// the lwk-runc binary the engine runs (default: this one)
+    #[arg(long, value_name = "PATH")]
+    pub runtime_path: Option<PathBuf>,
+    /// the runtime's name in the engine (default: lwk-runc; containerd: lwk, the shipped RuntimeClass's handler)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// print the change, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
 
 #[derive(Args, Debug)]
 pub struct ConexecArgs {

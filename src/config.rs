@@ -497,6 +497,39 @@ mod tests {
         }
     }
 
+    /// lwk-runc.toml(5) is generated from config/config.toml, so every key of the schema
+    /// must be there, with its comment. serde lists the schema's keys when it meets an
+    /// unknown one.
+    #[test]
+    fn every_schema_key_is_documented_in_the_shipped_config() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/config.toml");
+        let text = std::fs::read_to_string(&path).expect("config/config.toml");
+        let shipped: toml::Table = toml::from_str(&text).unwrap();
+        for table in ["", "mckernel", "mos"] {
+            let probe = if table.is_empty() {
+                "lwk_runc_probe = 1\n".to_string()
+            } else {
+                format!("[{table}]\nlwk_runc_probe = 1\n")
+            };
+            let err = parse(&probe).unwrap_err().to_string();
+            let keys = err
+                .split("expected one of")
+                .nth(1)
+                .unwrap_or_else(|| panic!("no key list in {err}"));
+            let have = if table.is_empty() {
+                &shipped
+            } else {
+                shipped[table].as_table().unwrap()
+            };
+            for key in keys.split('`').skip(1).step_by(2) {
+                assert!(
+                    have.contains_key(key),
+                    "key `{table}.{key}` is missing from config/config.toml (and so from lwk-runc.toml(5))"
+                );
+            }
+        }
+    }
+
     #[test]
     fn unknown_key_names_file_and_key() {
         let e = parse("[mckernel]\nenabled = true\ncpus = \"1\"\nbogus = 3\n").unwrap_err();

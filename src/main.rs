@@ -10,6 +10,8 @@ mod commands;
 mod conexec;
 mod config;
 mod console;
+mod doctor;
+mod engines;
 mod executor;
 mod hook;
 mod host;

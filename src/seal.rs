@@ -36,17 +36,27 @@ pub fn ensure_sealed() -> Result<()> {
     }
     let fd = match readonly_clone() {
         Ok(fd) => fd,
-        Err(err)
-            if matches!(
-                err.raw_os_error(),
-                Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EINVAL)
-            ) =>
-        {
+        Err(err) if falls_back(&err) => {
             memfd_copy().context("copying the runtime binary into a sealed memfd")?
         }
         Err(err) => return Err(err).context("making a read-only clone of the runtime binary"),
     };
     reexec(&fd)
+}
+
+/// Whether a failed read-only clone means "this kernel cannot" (use the memfd copy)
+/// rather than a real error.
+pub fn falls_back(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EINVAL)
+    )
+}
+
+/// `doctor`: does the read-only clone work on this kernel? The clone is detached and
+/// dropped at once; nothing is attached anywhere.
+pub fn probe() -> io::Result<()> {
+    readonly_clone().map(drop)
 }
 
 fn is_sealed() -> Result<bool> {

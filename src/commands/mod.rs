@@ -7,6 +7,7 @@ mod checkpoint;
 mod conexec;
 mod create;
 mod delete;
+mod doctor;
 mod events;
 mod exec;
 mod features;
@@ -16,6 +17,7 @@ mod lwk;
 mod pause;
 mod ps;
 mod run;
+mod setup_engine;
 mod spec;
 mod start;
 mod state;
@@ -87,6 +89,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Restore(_) => checkpoint::unsupported("restore"),
         Command::Lwk(args) => lwk::admin(&ctx, &args.action).map(|_| 0),
         Command::Hook(args) => lwk::hook(args.stage).map(|_| 0),
+        Command::Doctor(args) => doctor::run(&args),
+        Command::SetupEngine(args) => setup_engine::run(&args),
         Command::LwkReap { secs } => lwk::reap(secs).map(|_| 0),
         Command::Conexec(args) => conexec::run(&ctx, &args),
         Command::ConexecReap { id } => crate::conexec::reap(&ctx, &id).map(|_| 0),

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::doctor::Finding;
 use crate::lwk::rewrite::{DeviceFact, DeviceKind};
 use crate::lwk::{mckernel, mos, LwkKind};
 
@@ -93,6 +94,12 @@ pub trait Driver {
     fn needs_pid_slot(&self) -> bool;
     /// (CPUs, memory) as configured or reported, for `lwk status`.
     fn resources(&self) -> (String, String);
+    /// `doctor`: this kernel's tools, devices, modules and build as the node has them.
+    /// Read-only: stats, reads and the tools' query actions.
+    fn diagnose(&self) -> Vec<Finding>;
+    /// What is reserved for the LWK outside any instance's own accounting ("CPUs 2-3,
+    /// memory 512M@0"), None when nothing; for `doctor` to spot a half-finished boot.
+    fn reserved(&self) -> Result<Option<String>, DriverError>;
 }
 
 pub fn for_kind(cfg: &Config, kind: LwkKind) -> Box<dyn Driver + '_> {

@@ -272,8 +272,7 @@ impl Table {
     }
 
     pub fn node(&self, kind: LwkKind) -> Option<NodeState> {
-        let t = fs::read(self.dir.join(format!("node-{}.json", kind.as_str()))).ok()?;
-        serde_json::from_slice(&t).ok()
+        read_node(&self.dir, kind)
     }
 
     pub fn set_node(&self, n: Option<&NodeState>, kind: LwkKind) -> Result<(), LeaseError> {
@@ -294,8 +293,7 @@ impl Table {
     }
 
     fn failure(&self, kind: LwkKind) -> Option<FailureMarker> {
-        let t = fs::read(self.dir.join(format!("failed-{}.json", kind.as_str()))).ok()?;
-        serde_json::from_slice(&t).ok()
+        read_marker(&self.dir, kind)
     }
 
     fn set_failure(&self, kind: LwkKind, error: &str) -> Result<(), LeaseError> {
@@ -311,6 +309,23 @@ impl Table {
         )
         .map_err(|e| self.io("writing failure marker", e))
     }
+}
+
+/// The instance record of `kind`, read without the lock (files are replaced by
+/// rename, so a reader sees the old or the new one whole): for `doctor`.
+pub fn read_node(dir: &Path, kind: LwkKind) -> Option<NodeState> {
+    let t = fs::read(dir.join(format!("node-{}.json", kind.as_str()))).ok()?;
+    serde_json::from_slice(&t).ok()
+}
+
+fn read_marker(dir: &Path, kind: LwkKind) -> Option<FailureMarker> {
+    let t = fs::read(dir.join(format!("failed-{}.json", kind.as_str()))).ok()?;
+    serde_json::from_slice(&t).ok()
+}
+
+/// The last boot failure of `kind` (Unix ns, error), read without the lock.
+pub fn read_failure(dir: &Path, kind: LwkKind) -> Option<(u128, String)> {
+    read_marker(dir, kind).map(|m| (m.at_ns, m.error))
 }
 
 fn tmp_owner_alive(name: &str) -> bool {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{BootMode, McKernelConfig};
+use crate::doctor::{self, Finding};
 use crate::lwk::driver::{self, run, run_ok, strs, ContainerFacts, Driver, DriverError, Probe};
 use crate::lwk::LwkKind;
 
@@ -104,6 +105,150 @@ impl<'a> McKernel<'a> {
         Ok(())
     }
 
+    /// (CPUs, memory) reserved from Linux, assigned to an instance or not.
+    fn query_reserved(&self) -> Result<(String, String), DriverError> {
+        let cpus = self.ihkconfig(&["query", "cpu"])?.stdout.trim().to_string();
+        let mem = self.ihkconfig(&["query", "mem"])?.stdout.trim().to_string();
+        Ok((cpus, mem))
+    }
+
+    /// `doctor`: the device, the modules behind it, and whether mcexec, the modules and
+    /// the instance come from one build (mcexec refuses an instance of another).
+    fn diagnose_device(&self, out: &mut Vec<Finding>) {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let mcd = self.mcd();
+        match std::fs::metadata(&mcd) {
+            Ok(md) if md.file_type().is_char_device() => {
+                out.push(Finding::ok(
+                    "device",
+                    format!(
+                        "{}: char device {}:{}",
+                        mcd.display(),
+                        libc::major(md.rdev()),
+                        libc::minor(md.rdev())
+                    ),
+                ));
+                let loaded: Vec<String> = std::fs::read_to_string("/proc/modules")
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().next().map(String::from))
+                    .collect();
+                let has = |m: &str| {
+                    loaded
+                        .iter()
+                        .any(|l| l == m || (m.ends_with('*') && l.starts_with(&m[..m.len() - 1])))
+                };
+                let missing: Vec<&str> = ["ihk", "ihk_smp_*", "mcctrl"]
+                    .into_iter()
+                    .filter(|m| !has(m))
+                    .collect();
+                out.push(if missing.is_empty() {
+                    Finding::ok("modules", "ihk, ihk_smp, mcctrl loaded")
+                } else {
+                    Finding::fail(
+                        "modules",
+                        format!("not loaded: {} (mcexec needs mcctrl)", missing.join(", ")),
+                        "load ihk.ko, ihk-smp-<arch>.ko and mcctrl.ko in that order (mcreboot.sh does)",
+                    )
+                });
+            }
+            Ok(md) if md.is_file() && is_simulated(&mcd) => out.push(Finding::ok(
+                "device",
+                format!(
+                    "{}: simulated by lwk-sim (modules \"loaded\")",
+                    mcd.display()
+                ),
+            )),
+            Ok(_) => {
+                out.push(Finding::fail(
+                    "device",
+                    format!(
+                        "{} is neither a character device nor a simulated one",
+                        mcd.display()
+                    ),
+                    "check mckernel.dev_dir and mckernel.device",
+                ));
+                return;
+            }
+            Err(_) => {
+                out.push(match self.cfg.boot_mode {
+                    BootMode::Tools => Finding::fail(
+                        "device",
+                        format!("{} does not exist: the IHK modules are not loaded, and boot_mode \"tools\" does not load them", mcd.display()),
+                        "load ihk.ko, ihk-smp-<arch>.ko and mcctrl.ko at boot (or set boot_mode = \"script\" to let mcreboot.sh do it)",
+                    ),
+                    BootMode::Script => Finding::ok(
+                        "device",
+                        format!("{} absent; mcreboot.sh loads the modules when the first LWK container boots McKernel", mcd.display()),
+                    ),
+                    BootMode::External => Finding::warn(
+                        "device",
+                        format!("{} does not exist: nothing runs on McKernel until the scheduler loads the modules and boots it", mcd.display()),
+                        "boot McKernel from the scheduler's prolog",
+                    ),
+                });
+                return;
+            }
+        }
+        let modules = match run(
+            &self.cfg.ihkconfig,
+            "mckernel.ihkconfig",
+            &[self.cfg.device.to_string(), "get".into(), "buildid".into()],
+        ) {
+            Ok(o) if o.code == Some(0) && !o.stdout.trim().is_empty() => {
+                o.stdout.trim().to_string()
+            }
+            Ok(o) => {
+                out.push(Finding::warn(
+                    "build-id",
+                    format!(
+                        "`ihkconfig {} get buildid` failed: {}",
+                        self.cfg.device,
+                        o.text()
+                    ),
+                    "check the IHK modules and ihkconfig",
+                ));
+                return;
+            }
+            Err(e) => {
+                out.push(Finding::warn(
+                    "build-id",
+                    e.to_string(),
+                    "fix mckernel.ihkconfig",
+                ));
+                return;
+            }
+        };
+        if self.mcos().exists() {
+            if let Ok(o) = run(
+                &self.cfg.ihkosctl,
+                IHKOSCTL_KEY,
+                &self.osctl_args(&["get", "buildid"]),
+            ) {
+                let inst = o.stdout.trim();
+                if o.code == Some(0) && !inst.is_empty() && inst != modules {
+                    out.push(Finding::fail(
+                        "build-id",
+                        format!("instance {} runs build {inst}, the modules are build {modules}: mcexec refuses it", self.cfg.os_index),
+                        "`lwk-runc lwk gc` once no container uses it; the next LWK container boots the configured image",
+                    ));
+                    return;
+                }
+            }
+        }
+        let in_mcexec = std::fs::read(&self.cfg.mcexec)
+            .is_ok_and(|b| b.windows(modules.len()).any(|w| w == modules.as_bytes()));
+        out.push(if in_mcexec {
+            Finding::ok("build-id", format!("modules and mcexec are build {modules}"))
+        } else {
+            Finding::warn(
+                "build-id",
+                format!("{} does not carry the modules' build-id {modules}; mcexec refuses to run on modules of another build", self.cfg.mcexec.display()),
+                "install mcexec from the same McKernel build as the loaded IHK modules",
+            )
+        });
+    }
+
     fn boot_with_script(&self) -> Result<(), DriverError> {
         let c = self.cfg;
         let mut a = strs(&["-c", &c.cpus, "-m", &c.memory]);
@@ -177,11 +322,10 @@ impl Driver for McKernel<'_> {
                 return Err(e);
             }
         }
-        let cpus = self.ihkconfig(&["query", "cpu"])?.stdout.trim().to_string();
+        let (cpus, mem) = self.query_reserved()?;
         if !cpus.is_empty() {
             self.ihkconfig(&["release", "cpu", &cpus])?;
         }
-        let mem = self.ihkconfig(&["query", "mem"])?.stdout.trim().to_string();
         if !mem.is_empty() {
             self.ihkconfig(&["release", "mem", "all"])?;
         }
@@ -233,5 +377,77 @@ impl Driver for McKernel<'_> {
 
     fn resources(&self) -> (String, String) {
         (self.cfg.cpus.clone(), self.cfg.memory.clone())
+    }
+
+    fn diagnose(&self) -> Vec<Finding> {
+        let c = self.cfg;
+        let mut tools = vec![
+            ("mckernel.ihkosctl", &c.ihkosctl),
+            ("mckernel.mcexec", &c.mcexec),
+        ];
+        match c.boot_mode {
+            BootMode::Tools => tools.insert(0, ("mckernel.ihkconfig", &c.ihkconfig)),
+            BootMode::Script => {
+                tools.insert(0, ("mckernel.mcreboot", &c.mcreboot));
+                tools.insert(1, ("mckernel.mcstop", &c.mcstop));
+            }
+            BootMode::External => {}
+        }
+        let mut out: Vec<Finding> = tools
+            .into_iter()
+            .map(|(k, p)| doctor::check_tool(k, p))
+            .collect();
+        if c.boot_mode == BootMode::Tools {
+            out.push(doctor::check_data("mckernel.image", &c.image));
+        }
+        if c.boot_mode != BootMode::External && cpu_list_has_zero(&c.cpus) {
+            out.push(Finding::fail(
+                "mckernel.cpus",
+                format!("\"{}\" includes CPU 0, which IHK can never reserve", c.cpus),
+                "take CPU 0 out of mckernel.cpus",
+            ));
+        }
+        self.diagnose_device(&mut out);
+        out
+    }
+
+    fn reserved(&self) -> Result<Option<String>, DriverError> {
+        if !self.mcd().exists() {
+            return Ok(None);
+        }
+        let (cpus, mem) = self.query_reserved()?;
+        Ok((!cpus.is_empty() || !mem.is_empty())
+            .then(|| format!("CPUs {cpus:?} and memory {mem:?}")))
+    }
+}
+
+/// A simulator device file (lwk-sim's `# lwk-sim device` magic), which no real device is.
+fn is_simulated(p: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && head.starts_with(b"# lwk-sim device")
+}
+
+/// Whether an ihkconfig CPU list (`a,b-c`) names CPU 0.
+fn cpu_list_has_zero(list: &str) -> bool {
+    list.split(',').any(|part| {
+        let first = part.trim().split('-').next().unwrap_or("");
+        first.trim().parse::<u32>() == Ok(0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_zero_is_spotted_in_lists_and_ranges() {
+        assert!(cpu_list_has_zero("0"));
+        assert!(cpu_list_has_zero("2,0-3"));
+        assert!(!cpu_list_has_zero("1-3,10"));
+        assert!(!cpu_list_has_zero(""));
     }
 }

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{BootMode, MosConfig};
+use crate::doctor::{self, Finding};
 use crate::lwk::driver::{self, run_ok, strs, ContainerFacts, Driver, DriverError, Probe};
 use crate::lwk::LwkKind;
 
@@ -108,4 +109,70 @@ impl Driver for Mos<'_> {
             self.read("lwkmem").unwrap_or_default(),
         )
     }
+
+    fn diagnose(&self) -> Vec<Finding> {
+        let c = self.cfg;
+        let mut out = Vec::new();
+        if c.boot_mode == BootMode::Tools {
+            out.push(doctor::check_tool("mos.lwkctl", &c.lwkctl));
+            if let Some(f) = lwkctl_matches_kernel(&c.lwkctl) {
+                out.push(f);
+            }
+        }
+        out.push(doctor::check_tool("mos.yod", &c.yod));
+        let sysfs = &c.sysfs;
+        out.push(if sysfs.join(".lwk-sim").exists() {
+            Finding::ok(
+                "kernel",
+                format!("{}: simulated by lwk-sim", sysfs.display()),
+            )
+        } else if sysfs.join("lwkcpus").exists() {
+            Finding::ok("kernel", format!("mOS ({} present)", sysfs.display()))
+        } else {
+            Finding::fail(
+                "kernel",
+                format!(
+                    "{} has no lwkcpus: the running kernel is not mOS",
+                    sysfs.display()
+                ),
+                "boot the node's mOS kernel, or fix mos.sysfs",
+            )
+        });
+        out
+    }
+
+    /// The partition is the instance (`status`); nothing is reserved outside it.
+    fn reserved(&self) -> Result<Option<String>, DriverError> {
+        Ok(None)
+    }
+}
+
+/// mOS's `lwkctl` is a wrapper that runs the `lwkctl` built with the running kernel
+/// (`/lib/modules/$(uname -r)/lwkctl`): when it is, that binary must exist.
+fn lwkctl_matches_kernel(lwkctl: &Path) -> Option<Finding> {
+    let text = std::fs::read(lwkctl).ok()?;
+    if !text.starts_with(b"#!") || !String::from_utf8_lossy(&text).contains("/lib/modules") {
+        return None;
+    }
+    let release = nix::sys::utsname::uname()
+        .ok()?
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let real = Path::new("/lib/modules").join(&release).join("lwkctl");
+    Some(if real.exists() {
+        Finding::ok(
+            "version",
+            format!(
+                "lwkctl for the running kernel {release}: {}",
+                real.display()
+            ),
+        )
+    } else {
+        Finding::fail(
+            "version",
+            format!("{} is missing: the mOS tools are not those of the running kernel {release}", real.display()),
+            "install the mOS tools built with the running kernel, or boot the kernel they belong to",
+        )
+    })
 }
