@@ -2,6 +2,7 @@
 //! tools. It acts by the name it is called under (`ihkconfig`, `mcexec`, ...)
 //! or by its first argument (`lwk-sim ihkconfig 0 query cpu`).
 
+mod cli;
 mod common;
 mod ihk;
 mod mcexec;
@@ -40,24 +41,7 @@ pub fn unlog() {
     LOGGED.store(false, Ordering::SeqCst);
 }
 
-fn usage() -> i32 {
-    eprintln!("Usage: lwk-sim <tool> [args...]   (or call it as one of the tools)");
-    eprintln!("tools: {} modprobe rmmod", TOOLS.join(" "));
-    eprintln!("       lwk-sim install --prefix DIR");
-    2
-}
-
-fn install(args: &[String]) -> i32 {
-    let prefix = match args {
-        [flag, dir] if flag == "--prefix" => std::path::PathBuf::from(dir),
-        [one] if one.starts_with("--prefix=") => {
-            std::path::PathBuf::from(&one["--prefix=".len()..])
-        }
-        _ => {
-            eprintln!("Usage: lwk-sim install --prefix DIR");
-            return 2;
-        }
-    };
+fn install(prefix: std::path::PathBuf) -> i32 {
     let res = (|| -> std::io::Result<()> {
         let bin = prefix.join("bin");
         std::fs::create_dir_all(&bin)?;
@@ -105,10 +89,32 @@ fn main() {
         .unwrap_or_default();
     let (tool, args): (String, Vec<String>) = if TOOLS.contains(&name.as_str()) {
         (name.clone(), argv[1..].to_vec())
-    } else if argv.len() > 1 {
+    } else if argv.len() > 1 && TOOLS.contains(&argv[1].as_str()) {
         (argv[1].clone(), argv[2..].to_vec())
     } else {
-        std::process::exit(usage());
+        // lwk-sim's own commands; a tool named as the first argument never gets here,
+        // so its arguments reach it exactly as given.
+        use clap::Parser;
+        let cli = cli::SimCli::parse_from(&argv);
+        let (tool, args) = match cli.command {
+            cli::SimCommand::Install { prefix } => {
+                let args = vec!["--prefix".to_string(), prefix.display().to_string()];
+                let _ = CALL.set(("install".into(), args));
+                let code = install(prefix);
+                log_now(&code.to_string());
+                std::process::exit(code);
+            }
+            cli::SimCommand::Modprobe(a) => ("modprobe", a.args),
+            cli::SimCommand::Rmmod(a) => ("rmmod", a.args),
+            cli::SimCommand::Ihkconfig(a) => ("ihkconfig", a.args),
+            cli::SimCommand::Ihkosctl(a) => ("ihkosctl", a.args),
+            cli::SimCommand::Mcexec(a) => ("mcexec", a.args),
+            cli::SimCommand::Mcreboot(a) => ("mcreboot.sh", a.args),
+            cli::SimCommand::McstopRelease(a) => ("mcstop+release.sh", a.args),
+            cli::SimCommand::Lwkctl(a) => ("lwkctl", a.args),
+            cli::SimCommand::Yod(a) => ("yod", a.args),
+        };
+        (tool.to_string(), args)
     };
     let _ = CALL.set((tool.clone(), args.clone()));
     // C-style argv for tools that print their own name.
@@ -127,13 +133,7 @@ fn main() {
         "lwkctl" => mos::lwkctl(&args),
         "yod" => mos::yod(&args),
         "modprobe" => ihk::modprobe(&args),
-        "rmmod" => ihk::rmmod(&args),
-        "install" => install(&args),
-        "-h" | "--help" | "help" => {
-            usage();
-            0
-        }
-        _ => usage(),
+        _ => ihk::rmmod(&args),
     };
     let _ = std::io::stdout().flush();
     log_now(&(code & 0xff).to_string());
