@@ -10,11 +10,20 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// What `lwk-runc --version` prints after the name, runc-style. Here rather than in
+/// main.rs so that this file stands alone: the man pages and completions are generated
+/// from it (`cargo xtask deb`).
+pub const VERSION_TEXT: &str = concat!(
+    "version ",
+    env!("CARGO_PKG_VERSION"),
+    "\nspec: 1.2.1\nlibcontainer: 0.7.0"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "lwk-runc",
     about = "runc-compatible OCI runtime that runs container workloads on a lightweight kernel (IHK/McKernel or mOS)",
-    version = crate::VERSION_TEXT,
+    version = VERSION_TEXT,
     disable_version_flag = true,
     propagate_version = false
 )]

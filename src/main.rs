@@ -22,13 +22,6 @@ mod seal;
 
 use clap::Parser;
 
-/// What `lwk-runc --version` prints after the name, runc-style.
-pub const VERSION_TEXT: &str = concat!(
-    "version ",
-    env!("CARGO_PKG_VERSION"),
-    "\nspec: 1.2.1\nlibcontainer: 0.7.0"
-);
-
 fn main() {
     // A container's PID 1 (`lwk-init`) and the LWK admin commands bypass runc's CLI.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

@@ -52,13 +52,13 @@ fn podman_end_to_end() {
     let shipped = fs::read_to_string(workspace_root().join("config/engines/containers.conf"))
         .expect("config/engines/containers.conf");
     assert!(
-        shipped.contains("\"/usr/local/bin/lwk-runc\"") && shipped.contains("\"lwk-runc\"]"),
+        shipped.contains("\"/usr/bin/lwk-runc\"") && shipped.contains("\"lwk-runc\"]"),
         "containers.conf must register lwk-runc and list it in runtime_supports_json"
     );
     let conf = ctx.path("containers.conf");
     fs::write(
         &conf,
-        shipped.replace("/usr/local/bin/lwk-runc", &s(&wrapper)),
+        shipped.replace("/usr/bin/lwk-runc", &s(&wrapper)),
     )
     .unwrap();
 
