@@ -17,6 +17,7 @@ packages=(
   procps util-linux psmisc    # ps (lwk-runc ps), unshare (simulator tests)
   hyperfine time python3      # benchmarks
   openmpi-bin libopenmpi-dev  # the conexec tests and parity bench: mpirun, mpicc
+  dpkg-dev man-db             # the package test: cargo-deb's dpkg-shlibdeps, man lwk-runc
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -26,6 +27,13 @@ if ((${#missing[@]})); then
   echo "==> installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Debian packages (`cargo xtask deb`): cargo-deb, pinned to the release tested here.
+cargo_deb_version=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $cargo_deb_version"; then
+  echo "==> installing cargo-deb $cargo_deb_version"
+  cargo install cargo-deb --version "$cargo_deb_version" --locked --quiet
 fi
 
 echo "==> building lwk-runc and lwk-sim (release)"

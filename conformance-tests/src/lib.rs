@@ -183,6 +183,45 @@ pub fn engine_skipped_by_user(test: &str, engine: &str) -> bool {
     false
 }
 
+/// An exclusive `flock` on `/tmp/lwk-conformance-<name>.lock`, held until the file is
+/// dropped: serialises tests across test binaries and concurrent `cargo test` runs.
+pub fn cross_process_lock(name: &str) -> File {
+    let path = format!("/tmp/lwk-conformance-{name}.lock");
+    let f = File::create(&path).unwrap_or_else(|e| panic!("lock file {path}: {e}"));
+    // SAFETY: flock on an fd we own; released when the File drops.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock {path}: {}", std::io::Error::last_os_error());
+    f
+}
+
+/// The lock every test holds while it writes machine-global paths (`/usr/bin/lwk-runc`,
+/// `/etc/lwk-runc`, `/etc/containers`, `/run/lwk-sim`, ...), until it has put them back
+/// as they were, pass or fail. No test may rely on those paths without holding it.
+pub fn machine_lock() -> File {
+    cross_process_lock("machine")
+}
+
+/// `--ulimit` values (nofile, nproc) any runtime may set under podman: podman's
+/// defaults (1048576 open files) need CAP_SYS_RESOURCE, which sandboxes drop, and
+/// conmon may run under lower limits than ours; modest values (runc spec's 1024 files)
+/// under our hard limit always work.
+pub fn podman_ulimits() -> [String; 2] {
+    let ulimit = |name: &str, resource: libc::__rlimit_resource_t, want: u64| {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit fills the struct we own.
+        assert_eq!(unsafe { libc::getrlimit(resource, &mut r) }, 0);
+        let v = want.min(r.rlim_max);
+        format!("{name}={v}:{v}")
+    };
+    [
+        ulimit("nofile", libc::RLIMIT_NOFILE, 1024),
+        ulimit("nproc", libc::RLIMIT_NPROC, 4096),
+    ]
+}
+
 /// A container id unique across parallel tests and test binaries.
 pub fn unique_id(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);

@@ -1,5 +1,6 @@
 //! Docker end-to-end: a private dockerd with the runtime under test registered
-//! as `lwk-runc` (pointing to `$OCI_RUNTIME`), driven with the docker CLI.
+//! as `lwk-runc` (pointing to `$OCI_RUNTIME`) by `lwk-runc setup-engine docker` in a
+//! daemon.json that already holds a site's settings, driven with the docker CLI.
 //!
 //! One test function shares one daemon (starting dockerd is slow), and a file
 //! lock keeps concurrent `cargo test` runs from starting two at once. The guard
@@ -7,7 +8,6 @@
 //! whose command line names its private directory.
 
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,10 +55,7 @@ impl Daemon {
             .expect("temp dir");
         let p = |s: &str| dir.path().join(s);
         let cfg = p("daemon.json");
-        write_json(
-            &cfg,
-            &json!({"runtimes": {RUNTIME_NAME: {"path": s(&runtime_bin())}}}),
-        );
+        daemon_config(&cfg);
         let sock = p("docker.sock");
         let log = File::create(p("dockerd.log")).expect("dockerd log");
         let ns = format!("lwkconf{}", std::process::id());
@@ -113,11 +110,13 @@ impl Daemon {
                 if out.code != Some(0) {
                     return Err(format!("docker info: {}", out.stderr));
                 }
-                assert!(
-                    out.stdout.contains(RUNTIME_NAME),
-                    "dockerd is up but did not register runtime {RUNTIME_NAME}: {}",
-                    out.stdout
-                );
+                for rt in [RUNTIME_NAME, SITE_RUNTIME] {
+                    assert!(
+                        out.stdout.contains(&format!("\"{rt}\"")),
+                        "dockerd is up but did not register runtime {rt}: {}",
+                        out.stdout
+                    );
+                }
                 Ok(())
             },
         )
@@ -198,13 +197,36 @@ impl Drop for Daemon {
     }
 }
 
-/// Serialise docker e2e runs across processes.
-fn lock() -> File {
-    let f = File::create("/tmp/lwk-conformance-docker.lock").expect("lock file");
-    // SAFETY: flock on an fd we own; released when the File drops.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
-    f
+/// A runtime and a setting the site had in daemon.json before lwk-runc came.
+const SITE_RUNTIME: &str = "runc-debug";
+const SITE_LABEL: &str = "lwk-conformance.site=1";
+
+/// daemon.json as a site has it (a label, a runtime of its own), with the runtime under
+/// test registered as an admin does it: `lwk-runc setup-engine docker`, which must keep
+/// the rest. runc has no such command; it is added to the JSON directly.
+fn daemon_config(cfg: &Path) {
+    let mut site = json!({
+        "labels": [SITE_LABEL],
+        "runtimes": {SITE_RUNTIME: {"path": "/usr/bin/runc", "runtimeArgs": ["--debug"]}},
+    });
+    if runtime_is_runc() {
+        site["runtimes"][RUNTIME_NAME] = json!({"path": s(&runtime_bin())});
+        write_json(cfg, &site);
+        return;
+    }
+    write_json(cfg, &site);
+    let mut c = Command::new(runtime_bin());
+    c.args(["setup-engine", "docker", "--config"])
+        .arg(cfg)
+        .arg("--runtime-path")
+        .arg(runtime_bin());
+    let out = c.output().expect("running lwk-runc setup-engine docker");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("systemctl reload docker"),
+        "setup-engine docker failed or named no daemon to reload:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -220,7 +242,8 @@ fn docker_end_to_end() {
         return;
     };
     let _ = runtime_version();
-    let _lock = lock();
+    // One private dockerd at a time across processes.
+    let _lock = cross_process_lock("docker");
     become_subreaper();
     let t_start = Instant::now();
     // A private simulated LWK node for the runtime under this daemon.
@@ -234,6 +257,9 @@ fn docker_end_to_end() {
         "dockerd ready and image imported in {:?}",
         t_start.elapsed()
     );
+    // What the site had in daemon.json is still in force.
+    let out = d.docker(&["info", "--format", "{{json .Labels}}"]);
+    assert!(out.stdout.contains(SITE_LABEL), "labels: {}", out.stdout);
 
     let run = [
         "run",

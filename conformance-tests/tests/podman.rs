@@ -8,20 +8,6 @@ use std::process::{Command, Stdio};
 
 use lwk_conformance::*;
 
-/// `--ulimit` values any runtime may set: podman's defaults (1048576 open files) need
-/// CAP_SYS_RESOURCE, which sandboxes drop, and conmon may run under lower limits than
-/// ours; modest values (runc spec's 1024 files) under our hard limit always work.
-fn ulimit(name: &str, resource: libc::__rlimit_resource_t, want: u64) -> String {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct we own.
-    assert_eq!(unsafe { libc::getrlimit(resource, &mut r) }, 0);
-    let v = want.min(r.rlim_max);
-    format!("{name}={v}:{v}")
-}
-
 #[test]
 fn podman_end_to_end() {
     require_root();
@@ -56,11 +42,7 @@ fn podman_end_to_end() {
         "containers.conf must register lwk-runc and list it in runtime_supports_json"
     );
     let conf = ctx.path("containers.conf");
-    fs::write(
-        &conf,
-        shipped.replace("/usr/bin/lwk-runc", &s(&wrapper)),
-    )
-    .unwrap();
+    fs::write(&conf, shipped.replace("/usr/bin/lwk-runc", &s(&wrapper))).unwrap();
 
     let state = ctx.path("podman");
     let podman_cmd = |args: &[&str]| {
@@ -84,8 +66,7 @@ fn podman_end_to_end() {
             .stdin(Stdio::null());
         ctx.run_cmd(c)
     };
-    let nofile = ulimit("nofile", libc::RLIMIT_NOFILE, 1024);
-    let nproc = ulimit("nproc", libc::RLIMIT_NPROC, 4096);
+    let [nofile, nproc] = podman_ulimits();
     let rootfs_s = s(&rootfs);
     // podman run --rm … [options] --rootfs DIR COMMAND…
     let podman_run = |opts: &[&str], cmd: &[&str]| {
