@@ -199,9 +199,9 @@ pub struct SetupEngineArgs {
     /// the lwk-runc binary the engine runs (default: this one)
     #[arg(long, value_name = "PATH")]
     pub runtime_path: Option<PathBuf>,
-    /// the runtime's name in the engine (default: lwk-runc; containerd: lwk, the shipped RuntimeClass's handler)
-    #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
+    /// the runtime's name in the engine (containerd: the RuntimeClass handler)
+    #[arg(long, value_name = "NAME", default_value = "lwk-runc")]
+    pub name: String,
     /// print the change, write nothing
     #[arg(long)]
     pub dry_run: bool,

@@ -18,7 +18,7 @@ pub fn run(args: &SetupEngineArgs) -> Result<i32> {
     if !runtime.is_file() {
         tracing::warn!(path = %runtime.display(), "the runtime path does not exist (yet); the engine will fail to run it until it does");
     }
-    let name = args.name.as_deref().unwrap_or(engine.default_name());
+    let name = args.name.as_str();
     let done = crate::engines::setup(engine, &file, name, &runtime, args.dry_run)?;
     let shown = done.file.display();
     if done.diff.is_empty() {

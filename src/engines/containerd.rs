@@ -10,7 +10,6 @@ use toml_edit::{Array, Item, Table};
 use super::{is_lwk_runc, parse_toml, render_toml, table_path, Registration};
 
 pub const CONFIG: &str = "/etc/containerd/config.toml";
-pub const DEFAULT_NAME: &str = "lwk";
 const RUNC_SHIM: &str = "io.containerd.runc.v2";
 
 fn cri_plugin(version: i64) -> Result<&'static str, String> {
@@ -72,10 +71,22 @@ pub fn register(text: &str, name: &str, path: &Path) -> Result<Option<String>, S
     };
     let plugin = cri_plugin(version)?;
     let want = path.to_string_lossy().into_owned();
-    let runtimes = table_path(
-        doc.as_table_mut(),
-        &["plugins", plugin, "containerd", "runtimes"],
-    )?;
+    let path_keys = ["plugins", plugin, "containerd", "runtimes"];
+    let had_runtimes = path_keys
+        .iter()
+        .try_fold(doc.as_item(), |item, k| item.get(k))
+        .is_some();
+    let runtimes = table_path(doc.as_table_mut(), &path_keys)?;
+    if !had_runtimes && name != "runc" {
+        // containerd replaces its built-in runtimes (runc) by the file's table, and the
+        // CRI plugin refuses to load when its default runtime is gone: keep runc.
+        let mut runc = Table::new();
+        runc.decor_mut().set_prefix(
+            "\n# containerd's built-in runc, written out: a runtimes table replaces the built-in one\n",
+        );
+        runc.insert("runtime_type", toml_edit::value(RUNC_SHIM));
+        runtimes.insert("runc", Item::Table(runc));
+    }
     let existing = runtimes.get(name).is_some();
     let runc = runtimes.get("runc").and_then(Item::as_table).cloned();
     let rt = table_path(runtimes, &[name])?;
@@ -133,13 +144,13 @@ mod tests {
 
     #[test]
     fn version_2_gets_a_runtime_like_runc_keeping_the_rest() {
-        let out = register(DEBIAN, "lwk", Path::new("/usr/bin/lwk-runc"))
+        let out = register(DEBIAN, "lwk-runc", Path::new("/usr/bin/lwk-runc"))
             .unwrap()
             .unwrap();
         let t: toml::Table = toml::from_str(&out).unwrap();
         let cri = &t["plugins"]["io.containerd.grpc.v1.cri"];
         assert_eq!(cri["cni"]["bin_dir"].as_str(), Some("/usr/lib/cni"));
-        let lwk = &cri["containerd"]["runtimes"]["lwk"];
+        let lwk = &cri["containerd"]["runtimes"]["lwk-runc"];
         assert_eq!(lwk["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
         assert_eq!(
             lwk["options"]["BinaryName"].as_str(),
@@ -155,47 +166,67 @@ mod tests {
             out.starts_with(DEBIAN),
             "the file's own text comes first, unchanged: {out}"
         );
-        assert_eq!(registered(&out).unwrap()[0].name, "lwk");
+        assert_eq!(registered(&out).unwrap()[0].name, "lwk-runc");
         assert_eq!(registered(DEBIAN).unwrap(), vec![]);
         assert_eq!(
-            register(&out, "lwk", Path::new("/usr/bin/lwk-runc")).unwrap(),
+            register(&out, "lwk-runc", Path::new("/usr/bin/lwk-runc")).unwrap(),
             None
         );
     }
 
     #[test]
     fn version_3_and_new_files() {
-        let out = register("version = 3\n", "lwk", Path::new("/usr/bin/lwk-runc"))
+        let out = register("version = 3\n", "lwk-runc", Path::new("/usr/bin/lwk-runc"))
             .unwrap()
             .unwrap();
         let t: toml::Table = toml::from_str(&out).unwrap();
         assert_eq!(
-            t["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["lwk"]
+            t["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["lwk-runc"]
                 ["options"]["BinaryName"]
                 .as_str(),
             Some("/usr/bin/lwk-runc")
         );
-        let out = register("", "lwk", Path::new("/usr/bin/lwk-runc"))
+        let out = register("", "lwk-runc", Path::new("/usr/bin/lwk-runc"))
             .unwrap()
             .unwrap();
         assert!(out.starts_with("version = 2\n"), "{out}");
         assert!(
-            out.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.lwk]"),
+            out.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.lwk-runc]"),
             "{out}"
         );
         assert!(
             !out.contains("[plugins]\n"),
             "intermediate tables stay implicit: {out}"
         );
-        assert!(register("version = 7\n", "lwk", Path::new("/b"))
+        // A file without runtimes had containerd's built-in runc; it still has.
+        let t: toml::Table = toml::from_str(&out).unwrap();
+        let rts = &t["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
+        assert_eq!(
+            rts["runc"]["runtime_type"].as_str(),
+            Some(RUNC_SHIM),
+            "{out}"
+        );
+        assert_eq!(
+            registered(&out).unwrap().len(),
+            1,
+            "runc is not taken for lwk-runc"
+        );
+        assert!(register("version = 7\n", "lwk-runc", Path::new("/b"))
             .unwrap_err()
             .contains("version 7"));
     }
 
     #[test]
-    fn the_shipped_snippet_counts_as_registered() {
-        let regs = registered(include_str!("../../config/engines/containerd-2.x.toml")).unwrap();
-        assert_eq!(regs.len(), 1);
-        assert_eq!(regs[0].name, DEFAULT_NAME);
+    fn the_shipped_snippets_count_as_registered_under_the_runtimeclass_handler() {
+        for text in [
+            include_str!("../../config/engines/containerd-1.x.toml"),
+            include_str!("../../config/engines/containerd-2.x.toml"),
+        ] {
+            let regs = registered(text).unwrap();
+            assert_eq!(regs.len(), 1);
+            assert_eq!(regs[0].name, super::super::BINARY_NAME);
+        }
+        assert!(include_str!("../../config/engines/runtimeclass.yaml")
+            .contains(&format!("handler: {}", super::super::BINARY_NAME)));
     }
 }

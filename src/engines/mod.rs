@@ -30,7 +30,9 @@ pub struct Registration {
     pub path: PathBuf,
 }
 
-/// The binary name that marks a runtime entry as lwk-runc's.
+/// The binary name that marks a runtime entry as lwk-runc's, and the name it is
+/// registered under in every engine (for containerd, the handler the shipped
+/// RuntimeClass names).
 pub const BINARY_NAME: &str = "lwk-runc";
 
 /// True when `path` (a runtime path or command from an engine config) names lwk-runc.
@@ -58,15 +60,6 @@ impl Engine {
         })
     }
 
-    /// The runtime name used when the admin names none.
-    pub fn default_name(self) -> &'static str {
-        match self {
-            // The handler of the shipped RuntimeClass (engines/runtimeclass.yaml).
-            Engine::Containerd => containerd::DEFAULT_NAME,
-            Engine::Docker | Engine::Podman => BINARY_NAME,
-        }
-    }
-
     /// `text` (the file's content, empty if absent) with `name` → `path` registered;
     /// None when it already is.
     pub fn register(self, text: &str, name: &str, path: &Path) -> Result<Option<String>, String> {
@@ -92,8 +85,8 @@ impl Engine {
             ),
             Engine::Containerd => format!(
                 "restart containerd (running containers keep running): systemctl restart containerd\n\
-                 then: a pod with runtimeClassName {name} (/usr/share/lwk-runc/engines/runtimeclass.yaml) \
-                 and the annotation run.lwk.kernel=mckernel"
+                 then: a RuntimeClass with handler {name} (/usr/share/lwk-runc/engines/runtimeclass.yaml), \
+                 pods with that runtimeClassName and the annotation run.lwk.kernel=mckernel"
             ),
         }
     }
@@ -359,7 +352,7 @@ mod tests {
         assert!(!again.written && again.diff.is_empty());
 
         let created = dir.join("sub/config.toml");
-        let c = setup(Engine::Containerd, &created, "lwk", bin, false).unwrap();
+        let c = setup(Engine::Containerd, &created, "lwk-runc", bin, false).unwrap();
         assert!(c.written && c.backup.is_none());
         assert!(c.diff.starts_with("--- /dev/null"), "{}", c.diff);
         assert_eq!(
