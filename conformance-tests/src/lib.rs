@@ -201,11 +201,27 @@ pub fn machine_lock() -> File {
     cross_process_lock("machine")
 }
 
-/// `--ulimit` values (nofile, nproc) any runtime may set under podman: podman's
+/// `podman` with its own storage, run dir and tmpdir under `state` (nothing of the
+/// machine's podman touched), vfs, cgroupfs and file events: how every test runs it.
+pub fn private_podman(podman: &Path, state: &Path) -> Command {
+    let mut c = Command::new(podman);
+    c.arg("--root")
+        .arg(state.join("storage"))
+        .arg("--runroot")
+        .arg(state.join("run"))
+        .arg("--tmpdir")
+        .arg(state.join("tmp"))
+        .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
+        .args(["--events-backend", "file"])
+        .stdin(Stdio::null());
+    c
+}
+
+/// `podman run --rm --network none` with `--ulimit` values any runtime may set: podman's
 /// defaults (1048576 open files) need CAP_SYS_RESOURCE, which sandboxes drop, and
 /// conmon may run under lower limits than ours; modest values (runc spec's 1024 files)
 /// under our hard limit always work.
-pub fn podman_ulimits() -> [String; 2] {
+pub fn podman_run_args() -> Vec<String> {
     let ulimit = |name: &str, resource: libc::__rlimit_resource_t, want: u64| {
         let mut r = libc::rlimit {
             rlim_cur: 0,
@@ -216,10 +232,16 @@ pub fn podman_ulimits() -> [String; 2] {
         let v = want.min(r.rlim_max);
         format!("{name}={v}:{v}")
     };
-    [
+    let mut args: Vec<String> = ["run", "--rm", "--network", "none"]
+        .map(String::from)
+        .to_vec();
+    args.extend([
+        "--ulimit".into(),
         ulimit("nofile", libc::RLIMIT_NOFILE, 1024),
+        "--ulimit".into(),
         ulimit("nproc", libc::RLIMIT_NPROC, 4096),
-    ]
+    ]);
+    args
 }
 
 /// A container id unique across parallel tests and test binaries.

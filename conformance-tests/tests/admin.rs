@@ -339,84 +339,86 @@ fn setup_engine_docker_keeps_the_site_settings_backs_up_and_dry_run_changes_noth
     assert_eq!(fs::read_to_string(&bad).unwrap(), "{\"debug\": tru");
 }
 
-#[test]
-fn setup_engine_podman_and_containerd_write_files_their_engine_accepts() {
-    let ctx = Ctx::new();
-    let bin = s(&fs::canonicalize(runtime_bin()).unwrap());
+/// `setup-engine ENGINE` on `file` holding a site's `site` text: it succeeds, says
+/// `next` (what to restart or run), and leaves the site's text first and unchanged.
+/// The binary it registered, and the new text.
+fn set_up_over_a_site_file(
+    ctx: &Ctx,
+    engine: &str,
+    file: &Path,
+    site: &str,
+    next: &str,
+) -> (String, String) {
+    fs::write(file, site).unwrap();
+    let out = setup_engine(ctx, engine, file, &[]);
+    assert!(out.ok(), "{}", ctx.explain(&out));
+    assert!(out.stdout.contains(next), "{}", out.stdout);
+    let text = fs::read_to_string(file).unwrap();
+    assert!(text.starts_with(site), "the site's text moved: {text}");
+    (s(&fs::canonicalize(runtime_bin()).unwrap()), text)
+}
 
-    // containerd: Debian's own config.toml, checked by containerd's own parser.
+#[test]
+fn setup_engine_containerd_writes_a_file_containerd_accepts() {
+    const TEST: &str = "setup_engine_containerd_writes_a_file_containerd_accepts";
+    let ctx = Ctx::new();
+    // Debian's own config.toml: no runtimes table, so containerd's built-in runc.
     let ctd = ctx.path("containerd.toml");
     let site = "version = 2\n\n[plugins]\n  [plugins.\"io.containerd.grpc.v1.cri\"]\n    [plugins.\"io.containerd.grpc.v1.cri\".cni]\n      bin_dir = \"/usr/lib/cni\"\n";
-    fs::write(&ctd, site).unwrap();
-    let out = setup_engine(&ctx, "containerd", &ctd, &[]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
-    assert!(
-        out.stdout.contains("systemctl restart containerd"),
-        "{}",
-        out.stdout
+    let (bin, _) = set_up_over_a_site_file(
+        &ctx,
+        "containerd",
+        &ctd,
+        site,
+        "systemctl restart containerd",
     );
-    let text = fs::read_to_string(&ctd).unwrap();
-    assert!(text.starts_with(site), "the site's text moved: {text}");
-    match find_in_path("containerd") {
-        Some(containerd) => {
-            let o = Command::new(containerd)
-                .args(["--config", &s(&ctd), "config", "dump"])
-                .output()
-                .unwrap();
-            let dump = String::from_utf8_lossy(&o.stdout);
-            assert!(
-                o.status.success(),
-                "containerd refuses the file: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            assert!(
-                dump.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.lwk]")
-                    && dump.contains(&format!("BinaryName = \"{bin}\""))
-                    && dump.contains("bin_dir = \"/usr/lib/cni\""),
-                "{dump}"
-            );
-        }
-        None if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("containerd is not installed (apt-get install containerd)")
-        }
-        None => eprintln!("SKIPPED containerd's check of the file: containerd is not installed"),
-    }
-
-    // podman: a site's containers.conf, then podman resolving the runtime by name.
-    let conf = ctx.path("containers.conf");
-    let site = "# site settings\n[engine]\nevents_logger = \"file\"   # no journald here\n";
-    fs::write(&conf, site).unwrap();
-    let out = setup_engine(&ctx, "podman", &conf, &[]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
-    let text = fs::read_to_string(&conf).unwrap();
-    assert!(text.starts_with(site), "{text}");
-    assert!(text.contains(&format!("lwk-runc = [\"{bin}\"]")), "{text}");
-    let Some(podman) = find_in_path("podman") else {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "podman is not installed"
-        );
-        eprintln!("SKIPPED podman's check of the file: podman is not installed");
+    let Some(containerd) = engine_tool(TEST, "containerd", "containerd") else {
         return;
     };
-    let state = ctx.path("podman");
-    let o = Command::new(podman)
+    // containerd's own reading of the file: the site's settings, lwk-runc, and runc
+    // still there (the CRI plugin does not load without its default runtime).
+    let o = Command::new(containerd)
+        .args(["--config", &s(&ctd), "config", "dump"])
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "containerd refuses the file: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let cri = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes";
+    for want in [
+        format!("{cri}.lwk-runc]"),
+        format!("{cri}.runc]"),
+        format!("BinaryName = \"{bin}\""),
+        "default_runtime_name = \"runc\"".into(),
+        "bin_dir = \"/usr/lib/cni\"".into(),
+    ] {
+        assert!(
+            dump.contains(&want),
+            "no {want} in containerd's view:\n{dump}"
+        );
+    }
+}
+
+#[test]
+fn setup_engine_podman_writes_a_file_podman_accepts() {
+    const TEST: &str = "setup_engine_podman_writes_a_file_podman_accepts";
+    let ctx = Ctx::new();
+    let conf = ctx.path("containers.conf");
+    let site = "# site settings\n[engine]\nevents_logger = \"file\"   # no journald here\n";
+    let (bin, text) =
+        set_up_over_a_site_file(&ctx, "podman", &conf, site, "podman run --runtime lwk-runc");
+    assert!(text.contains(&format!("lwk-runc = [\"{bin}\"]")), "{text}");
+    let Some(podman) = engine_tool(TEST, "podman", "podman") else {
+        return;
+    };
+    // podman resolves the runtime by name from the file.
+    let o = private_podman(&podman, &ctx.path("podman"))
         .env("CONTAINERS_CONF", &conf)
-        .arg("--root")
-        .arg(state.join("storage"))
-        .arg("--runroot")
-        .arg(state.join("run"))
-        .arg("--tmpdir")
-        .arg(state.join("tmp"))
-        .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
-        .args([
-            "--runtime",
-            "lwk-runc",
-            "info",
-            "--format",
-            "{{.Host.OCIRuntime.Path}}",
-        ])
+        .args(["--runtime", "lwk-runc", "info", "--format"])
+        .arg("{{.Host.OCIRuntime.Path}}")
         .output()
         .unwrap();
     assert!(

@@ -140,7 +140,7 @@ fn man(page: &[&str]) -> String {
 #[test]
 fn debian_packages_build_check_install_upgrade_and_purge_cleanly() {
     require_root();
-    let ci = std::env::var("CI").as_deref() == Ok("true");
+    const TEST: &str = "debian_packages_build_check_install_upgrade_and_purge_cleanly";
     let has_deb = run({
         let mut c = cargo();
         c.args(["deb", "--version"]);
@@ -149,9 +149,10 @@ fn debian_packages_build_check_install_upgrade_and_purge_cleanly() {
     .status
     .success();
     if !has_deb {
-        let why = "cargo-deb is not installed (scripts/setup.sh installs the tested release)";
-        assert!(!ci, "{why}");
-        eprintln!("SKIPPED debian_packages_build_check_install_upgrade_and_purge_cleanly: {why}");
+        skip_engine_test(
+            TEST,
+            "cargo-deb is not installed (scripts/setup.sh installs the tested release)",
+        );
         return;
     }
     let _lock = machine_lock();
@@ -455,13 +456,11 @@ fn hooks_are_inactive_until_enabled() {
         assert_eq!(inactive["hook"], active["hook"]);
         assert_eq!(active["hook"]["path"], "/usr/bin/lwk-runc");
     }
-    let Some(podman) = find_in_path("podman") else {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "podman is not installed"
-        );
-        eprintln!("SKIPPED the hooks under podman: podman is not installed");
+    let Some(podman) = engine_tool(
+        "debian_packages_build_check_install_upgrade_and_purge_cleanly",
+        "podman",
+        "podman",
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -469,41 +468,16 @@ fn hooks_are_inactive_until_enabled() {
     build_rootfs(&rootfs);
     let etc = dir.path().join("hooks-etc");
     fs::create_dir_all(&etc).unwrap();
-    let [nofile, nproc] = podman_ulimits();
     let podman_run = |hooks_dirs: &[&Path]| {
-        let mut c = Command::new(&podman);
-        let state = dir.path().join("podman");
-        c.arg("--root")
-            .arg(state.join("storage"))
-            .arg("--runroot")
-            .arg(state.join("run"))
-            .arg("--tmpdir")
-            .arg(state.join("tmp"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-            ])
-            .args(["--runtime", "runc"]);
+        let mut c = private_podman(&podman, &dir.path().join("podman"));
+        c.args(["--runtime", "runc"]);
         for d in hooks_dirs {
             c.arg("--hooks-dir").arg(d);
         }
-        c.args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            &nofile,
-            "--ulimit",
-            &nproc,
-        ])
-        .args(["-e", "LWK_KERNEL=mckernel", "--rootfs"])
-        .arg(&rootfs)
-        .args(["/bin/sh", "-c", "echo ran"]);
+        c.args(podman_run_args())
+            .args(["-e", "LWK_KERNEL=mckernel", "--rootfs"])
+            .arg(&rootfs)
+            .args(["/bin/sh", "-c", "echo ran"]);
         run(c)
     };
     // podman's default hook directories: /usr/share/containers/oci/hooks.d holds ours.

@@ -4,7 +4,6 @@
 //! `CI=true`, where it fails.
 
 use std::fs;
-use std::process::{Command, Stdio};
 
 use lwk_conformance::*;
 
@@ -46,42 +45,16 @@ fn podman_end_to_end() {
 
     let state = ctx.path("podman");
     let podman_cmd = |args: &[&str]| {
-        let mut c = Command::new(&podman);
-        c.env("CONTAINERS_CONF", &conf)
-            .arg("--root")
-            .arg(state.join("storage"))
-            .arg("--runroot")
-            .arg(state.join("run"))
-            .arg("--tmpdir")
-            .arg(state.join("tmp"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-            ])
-            .args(args)
-            .stdin(Stdio::null());
+        let mut c = private_podman(&podman, &state);
+        c.env("CONTAINERS_CONF", &conf).args(args);
         ctx.run_cmd(c)
     };
-    let [nofile, nproc] = podman_ulimits();
     let rootfs_s = s(&rootfs);
     // podman run --rm … [options] --rootfs DIR COMMAND…
+    let run_args = podman_run_args();
     let podman_run = |opts: &[&str], cmd: &[&str]| {
-        let head = [
-            "run",
-            "--rm",
-            "--runtime",
-            "lwk-runc",
-            "--network",
-            "none",
-            "--ulimit",
-            &nofile,
-            "--ulimit",
-            &nproc,
-        ];
+        let mut head: Vec<&str> = run_args.iter().map(String::as_str).collect();
+        head.extend(["--runtime", "lwk-runc"]);
         podman_cmd(&[&head[..], opts, &["--rootfs", &rootfs_s], cmd].concat())
     };
 
