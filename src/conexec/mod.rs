@@ -109,7 +109,10 @@ pub fn job_name(explicit: Option<&str>, env: &[(String, String)], ppid: i32) -> 
     format!("parent-{ppid}-{start}")
 }
 
-/// Ranks per node: --ppn, else what the launcher says of this node.
+/// Ranks per node: --ppn, else what the launcher says of this node. Under srun that is
+/// the step's own count for this node (`SLURM_STEP_TASKS_PER_NODE`, indexed by the
+/// step-relative `SLURM_NODEID`), never the job's `SLURM_NTASKS_PER_NODE`: a step of a
+/// `--ntasks-per-node=2` allocation may well put one task on a node.
 pub fn ppn_of(explicit: Option<u32>, env: &[(String, String)]) -> u32 {
     if let Some(n) = explicit {
         return n;
@@ -118,7 +121,6 @@ pub fn ppn_of(explicit: Option<u32>, env: &[(String, String)]) -> u32 {
         "OMPI_COMM_WORLD_LOCAL_SIZE",
         "MPI_LOCALNRANKS",
         "PMI_LOCAL_SIZE",
-        "SLURM_NTASKS_PER_NODE",
     ] {
         if let Some(n) = env_of(env, k).and_then(|v| v.parse().ok()) {
             return n;
@@ -788,6 +790,18 @@ mod tests {
                 &env(&[
                     ("SLURM_STEP_TASKS_PER_NODE", "2(x3),1"),
                     ("SLURM_NODEID", "3")
+                ])
+            ),
+            1
+        );
+        // The allocation's --ntasks-per-node=2 does not say what this step put here.
+        assert_eq!(
+            ppn_of(
+                None,
+                &env(&[
+                    ("SLURM_NTASKS_PER_NODE", "2"),
+                    ("SLURM_STEP_TASKS_PER_NODE", "2,1(x2)"),
+                    ("SLURM_NODEID", "1")
                 ])
             ),
             1
