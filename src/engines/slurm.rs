@@ -16,7 +16,9 @@ pub fn registered(text: &str) -> Vec<Registration> {
         .filter_map(|l| l.split_once('='))
         .filter(|(k, _)| k.trim().starts_with("RunTime"))
         .filter_map(|(k, v)| {
+            // slurmstepd runs the pattern through /bin/sh; the shipped RunTimeRun execs.
             let cmd = v.trim().trim_matches('"');
+            let cmd = cmd.strip_prefix("exec ").map_or(cmd, str::trim_start);
             is_lwk_runc(cmd).then(|| Registration {
                 name: k.trim().to_string(),
                 path: PathBuf::from(cmd.split_whitespace().next().unwrap_or(cmd)),
@@ -39,5 +41,9 @@ mod tests {
         );
         assert!(registered("RunTimeRun=\"runc --root=/run/user/%U/ run %n -b %b\"\n").is_empty());
         assert!(registered("# RunTimeRun=\"lwk-runc run\"\n").is_empty());
+        assert_eq!(
+            registered("RunTimeRun=\"exec /usr/bin/lwk-runc run %n -b %b\"\n")[0].path,
+            PathBuf::from("/usr/bin/lwk-runc")
+        );
     }
 }
