@@ -18,6 +18,7 @@ packages=(
   hyperfine time python3      # benchmarks
   openmpi-bin libopenmpi-dev  # the conexec tests and parity bench: mpirun, mpicc
   dpkg-dev man-db             # the package test: cargo-deb's dpkg-shlibdeps, man lwk-runc
+  slurm-wlm munge iproute2    # the Slurm tests' private cluster (conformance-tests/cluster)
 )
 missing=()
 for p in "${packages[@]}"; do

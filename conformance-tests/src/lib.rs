@@ -12,6 +12,7 @@
 //! so tests run in parallel; [`Ctx`] deletes (`delete --force`) every container
 //! it created when dropped, pass or fail.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -1138,4 +1139,55 @@ pub fn private_node() -> (tempfile::TempDir, World) {
         .expect("temp dir");
     let w = World::at(dir.path(), &WorldOpts::default());
     (dir, w)
+}
+
+/// Where [`mpi_image`] puts the program inside its rootfs.
+pub const MPI_HELLO: &str = "/usr/local/bin/mpi_hello";
+
+/// `conformance-tests/mpi/mpi_hello.c` built with mpicc, and a rootfs holding it with
+/// Debian's Open MPI tree (`make-rootfs.sh`), once per test binary; its path inside
+/// the rootfs is [`MPI_HELLO`].
+pub fn mpi_image() -> &'static Path {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let mpi = workspace_root().join("conformance-tests/mpi");
+        let dir = workspace_root().join("target/mpi-image");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("mpi_hello");
+        let mpicc = find_in_path("mpicc")
+            .expect("mpicc is missing: install libopenmpi-dev and openmpi-bin (scripts/setup.sh)");
+        let st = Command::new(mpicc)
+            .args(["-O2", "-Wall", "-o"])
+            .arg(&exe)
+            .arg(mpi.join("mpi_hello.c"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "mpicc mpi_hello.c failed");
+        let root = dir.join("rootfs");
+        let st = Command::new("bash")
+            .arg(mpi.join("make-rootfs.sh"))
+            .arg(&root)
+            .arg(&exe)
+            .status()
+            .unwrap();
+        assert!(st.success(), "make-rootfs.sh failed");
+        root
+    })
+}
+
+/// The `key=value` fields of each `rank=` line `mpi_hello` printed, by rank.
+pub fn mpi_ranks(stdout: &str) -> Vec<HashMap<String, String>> {
+    let mut v: Vec<HashMap<String, String>> = stdout
+        .lines()
+        .filter(|l| l.starts_with("rank="))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|f| f.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect();
+    v.sort_by_key(|r| r["rank"].parse::<u32>().unwrap());
+    v
 }

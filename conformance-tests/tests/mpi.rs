@@ -6,14 +6,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use lwk_conformance::*;
 
-const HELLO: &str = "/usr/local/bin/mpi_hello";
 const JOB_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// One node with an MPI rootfs.
@@ -21,37 +19,6 @@ struct Node {
     ctx: Ctx,
     w: World,
     rootfs: PathBuf,
-}
-
-/// mpicc and the rootfs builder once per test binary: the program and a rootfs
-/// holding it with Debian's Open MPI tree, copied per test.
-fn image() -> &'static Path {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let mpi = workspace_root().join("conformance-tests/mpi");
-        let dir = workspace_root().join("target/mpi-image");
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let exe = dir.join("mpi_hello");
-        let mpicc = find_in_path("mpicc")
-            .expect("mpicc is missing: install libopenmpi-dev and openmpi-bin (scripts/setup.sh)");
-        let st = Command::new(mpicc)
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&exe)
-            .arg(mpi.join("mpi_hello.c"))
-            .status()
-            .unwrap();
-        assert!(st.success(), "mpicc mpi_hello.c failed");
-        let root = dir.join("rootfs");
-        let st = Command::new("bash")
-            .arg(mpi.join("make-rootfs.sh"))
-            .arg(&root)
-            .arg(&exe)
-            .status()
-            .unwrap();
-        assert!(st.success(), "make-rootfs.sh failed");
-        root
-    })
 }
 
 impl Node {
@@ -70,7 +37,7 @@ impl Node {
         let rootfs = ctx.path("rootfs");
         let st = Command::new("cp")
             .arg("-a")
-            .arg(image())
+            .arg(mpi_image())
             .arg(&rootfs)
             .status()
             .unwrap();
@@ -214,22 +181,6 @@ impl Node {
     }
 }
 
-/// `key=value` fields of each `rank=` line.
-fn ranks(stdout: &str) -> Vec<HashMap<String, String>> {
-    let mut v: Vec<HashMap<String, String>> = stdout
-        .lines()
-        .filter(|l| l.starts_with("rank="))
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|f| f.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect();
-    v.sort_by_key(|r| r["rank"].parse::<u32>().unwrap());
-    v
-}
-
 fn field<'a>(rs: &'a [HashMap<String, String>], k: &str) -> BTreeSet<&'a str> {
     rs.iter().map(|r| r[k].as_str()).collect()
 }
@@ -260,9 +211,9 @@ fn assert_one_job(rs: &[HashMap<String, String>], n: usize, out: &str) {
 #[test]
 fn mckernel_job_shares_one_container_and_groups_its_ranks_under_mcexec() {
     let n = Node::new();
-    let out = n.run(n.mpirun(4, &n.conexec("mckernel", &[], &[HELLO]), &[]));
+    let out = n.run(n.mpirun(4, &n.conexec("mckernel", &[], &[MPI_HELLO]), &[]));
     assert!(out.ok(), "{}", n.explain(&out));
-    let rs = ranks(&out.stdout);
+    let rs = mpi_ranks(&out.stdout);
     assert_one_job(&rs, 4, &out.stdout);
     // Each rank's launcher is `mcexec -n 4`, and all four launchers have one parent.
     for r in &rs {
@@ -288,9 +239,9 @@ fn mckernel_job_shares_one_container_and_groups_its_ranks_under_mcexec() {
 #[test]
 fn mos_job_runs_each_rank_under_yod_with_its_share() {
     let n = Node::new();
-    let out = n.run(n.mpirun(4, &n.conexec("mos", &[], &[HELLO]), &[]));
+    let out = n.run(n.mpirun(4, &n.conexec("mos", &[], &[MPI_HELLO]), &[]));
     assert!(out.ok(), "{}", n.explain(&out));
-    let rs = ranks(&out.stdout);
+    let rs = mpi_ranks(&out.stdout);
     assert_one_job(&rs, 4, &out.stdout);
     // yod -R 1/4 execs the rank, so the container's init is every rank's parent and
     // its command line shows the launcher prefix.
@@ -316,9 +267,9 @@ fn mos_job_runs_each_rank_under_yod_with_its_share() {
 #[test]
 fn plain_linux_job_still_shares_one_container() {
     let n = Node::new();
-    let out = n.run(n.mpirun(4, &n.conexec("none", &[], &[HELLO]), &[]));
+    let out = n.run(n.mpirun(4, &n.conexec("none", &[], &[MPI_HELLO]), &[]));
     assert!(out.ok(), "{}", n.explain(&out));
-    let rs = ranks(&out.stdout);
+    let rs = mpi_ranks(&out.stdout);
     assert_one_job(&rs, 4, &out.stdout);
     assert_eq!(
         field(&rs, "launcher").len(),
@@ -344,7 +295,7 @@ fn plain_linux_job_still_shares_one_container() {
 #[test]
 fn two_jobs_at_once_get_two_containers_and_share_one_boot() {
     let n = Node::new();
-    let rank = n.conexec("mckernel", &[], &[HELLO]);
+    let rank = n.conexec("mckernel", &[], &[MPI_HELLO]);
     let env = [("MPI_HELLO_SLEEP_MS", "1500")];
     let (a, ao, ae) = n.spawn(n.mpirun(2, &rank, &env), "a");
     let (b, bo, be) = n.spawn(n.mpirun(2, &rank, &env), "b");
@@ -365,7 +316,7 @@ fn two_jobs_at_once_get_two_containers_and_share_one_boot() {
     );
     assert!(sa.success(), "{oa}{}", fs::read_to_string(ae).unwrap());
     assert!(sb.success(), "{ob}{}", fs::read_to_string(be).unwrap());
-    let (ra, rb) = (ranks(&oa), ranks(&ob));
+    let (ra, rb) = (mpi_ranks(&oa), mpi_ranks(&ob));
     assert_one_job(&ra, 2, &oa);
     assert_one_job(&rb, 2, &ob);
     assert_ne!(field(&ra, "mntns"), field(&rb, "mntns"), "one container");
@@ -378,7 +329,7 @@ fn a_rank_exiting_7_fails_the_job_and_leaves_nothing() {
     let n = Node::new();
     let out = n.run(n.mpirun(
         4,
-        &n.conexec("mckernel", &[], &[HELLO]),
+        &n.conexec("mckernel", &[], &[MPI_HELLO]),
         &[("MPI_HELLO_EXIT", "7")],
     ));
     assert!(
@@ -401,7 +352,7 @@ fn a_rank_exiting_7_fails_the_job_and_leaves_nothing() {
 #[test]
 fn a_rank_killed_mid_run_ends_the_job_and_gc_leaves_nothing() {
     let n = Node::new();
-    let rank = n.conexec("mckernel", &[], &[HELLO]);
+    let rank = n.conexec("mckernel", &[], &[MPI_HELLO]);
     let (job, _, e) = n.spawn(
         n.mpirun(4, &rank, &[("MPI_HELLO_SLEEP_MS", "60000")]),
         "job",
@@ -428,7 +379,7 @@ fn a_rank_killed_mid_run_ends_the_job_and_gc_leaves_nothing() {
 #[test]
 fn killing_the_container_init_ends_every_rank_with_a_clear_error() {
     let n = Node::new();
-    let rank = n.conexec("mckernel", &[], &[HELLO]);
+    let rank = n.conexec("mckernel", &[], &[MPI_HELLO]);
     let (job, _, e) = n.spawn(
         n.mpirun(4, &rank, &[("MPI_HELLO_SLEEP_MS", "60000")]),
         "job",
@@ -512,10 +463,10 @@ fn staggered_ranks_still_make_one_container_and_one_group() {
         "#!/bin/sh\nsleep $((OMPI_COMM_WORLD_RANK * 2))\nexec \"$@\"\n",
     );
     let mut rank = vec![s(&wrapper)];
-    rank.extend(n.conexec("mckernel", &[], &[HELLO]));
+    rank.extend(n.conexec("mckernel", &[], &[MPI_HELLO]));
     let out = n.run(n.mpirun(4, &rank, &[]));
     assert!(out.ok(), "{}", n.explain(&out));
-    let rs = ranks(&out.stdout);
+    let rs = mpi_ranks(&out.stdout);
     assert_one_job(&rs, 4, &out.stdout);
     for r in &rs {
         assert!(r["launcher_cmd"].contains("mcexec_-n_4_"), "{}", out.stdout);
