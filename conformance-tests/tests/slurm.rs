@@ -122,10 +122,10 @@ impl Cluster {
     }
 
     /// A Slurm client (srun, salloc, squeue, scancel) on the head.
-    fn client(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+    fn client<A: AsRef<str>>(&self, args: &[A], env: &[(&str, &str)]) -> Command {
         let d = s(&self.cdir());
         let mut all = vec!["run", d.as_str()];
-        all.extend_from_slice(args);
+        all.extend(args.iter().map(AsRef::as_ref));
         self.sh(&all, env)
     }
 
@@ -139,13 +139,13 @@ impl Cluster {
     }
 
     /// Run a client to the end.
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+    fn run<A: AsRef<str>>(&self, args: &[A], env: &[(&str, &str)]) -> Out {
         let (o, e) = self.files();
         run_into_files(self.client(args, env), o, e, STEP_TIMEOUT)
     }
 
     /// Start a client in the background.
-    fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> (Child, PathBuf, PathBuf) {
+    fn spawn<A: AsRef<str>>(&self, args: &[A], env: &[(&str, &str)]) -> (Child, PathBuf, PathBuf) {
         let (o, e) = self.files();
         let child = self
             .client(args, env)
@@ -356,6 +356,20 @@ fn report(rest: &str) -> String {
     )
 }
 
+/// `srun -N<nodes> --container=<bundle> sh -c '<report(rest)>' [extra...]`.
+fn container_step(nodes: usize, bundle: &Path, rest: &str, extra: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "srun".to_string(),
+        format!("-N{nodes}"),
+        format!("--container={}", s(bundle)),
+        "sh".into(),
+        "-c".into(),
+        report(rest),
+    ];
+    v.extend(extra.iter().map(|x| x.to_string()));
+    v
+}
+
 /// How many steps reported running under mcexec on McKernel's CPUs 1-4.
 fn under_mcexec(out: &str) -> usize {
     out.lines()
@@ -400,34 +414,14 @@ fn slurm_container_steps_choose_the_lwk_as_under_docker_and_pass_exit_codes() {
 
     // LWK_KERNEL in the bundle's env: on McKernel, under mcexec, and srun exits as the
     // container's process did.
-    let out = c.run(
-        &[
-            "srun",
-            "-N1",
-            &format!("--container={}", s(&by_env)),
-            "sh",
-            "-c",
-            &report("exit 3"),
-        ],
-        &[],
-    );
+    let out = c.run(&container_step(1, &by_env, "exit 3", &[]), &[]);
     assert_eq!(out.code(), Some(3), "{}", explain(&c, &out));
     assert_eq!(under_mcexec(&out.stdout), 1, "{}", explain(&c, &out));
     c.assert_node_clean(1);
     w.assert_booted_and_torn_down("mckernel", 1);
 
     // The annotation alone does the same.
-    let out = c.run(
-        &[
-            "srun",
-            "-N1",
-            &format!("--container={}", s(&by_ann)),
-            "sh",
-            "-c",
-            &report("true"),
-        ],
-        &[],
-    );
+    let out = c.run(&container_step(1, &by_ann, "true", &[]), &[]);
     assert!(out.ok(), "{}", explain(&c, &out));
     assert_eq!(under_mcexec(&out.stdout), 1, "{}", explain(&c, &out));
     c.assert_node_clean(1);
@@ -436,14 +430,7 @@ fn slurm_container_steps_choose_the_lwk_as_under_docker_and_pass_exit_codes() {
     // So does LWK_KERNEL in the job's environment (slurmstepd appends it to the
     // bundle's).
     let out = c.run(
-        &[
-            "srun",
-            "-N1",
-            &format!("--container={}", s(&plain)),
-            "sh",
-            "-c",
-            &report("true"),
-        ],
+        &container_step(1, &plain, "true", &[]),
         &[("LWK_KERNEL", "mckernel")],
     );
     assert!(out.ok(), "{}", explain(&c, &out));
@@ -453,17 +440,7 @@ fn slurm_container_steps_choose_the_lwk_as_under_docker_and_pass_exit_codes() {
 
     // No request: plain Linux, and not one LWK tool is called.
     let before = w.calls();
-    let out = c.run(
-        &[
-            "srun",
-            "-N1",
-            &format!("--container={}", s(&plain)),
-            "sh",
-            "-c",
-            &report("exit 5"),
-        ],
-        &[],
-    );
+    let out = c.run(&container_step(1, &plain, "exit 5", &[]), &[]);
     assert_eq!(out.code(), Some(5), "{}", explain(&c, &out));
     assert_eq!(under_mcexec(&out.stdout), 0, "{}", explain(&c, &out));
     assert!(
@@ -499,17 +476,7 @@ fn slurm_scancel_stops_a_running_container_step_and_leaves_nothing() {
         return;
     };
     let b = bundle(&c.path("b"), &["LWK_KERNEL=mckernel"], json!({}), json!([]));
-    let (srun, o, e) = c.spawn(
-        &[
-            "srun",
-            "-N1",
-            &format!("--container={}", s(&b)),
-            "sh",
-            "-c",
-            &report("exec sleep 600"),
-        ],
-        &[],
-    );
+    let (srun, o, e) = c.spawn(&container_step(1, &b, "exec sleep 600", &[]), &[]);
     let job = wait_for(
         Duration::from_secs(60),
         "the step's container running",
@@ -567,15 +534,7 @@ fn slurm_four_container_steps_at_once_share_one_boot() {
     let steps: Vec<_> = (0..4)
         .map(|i| {
             c.spawn(
-                &[
-                    "srun",
-                    "-N1",
-                    &format!("--container={}", s(&b)),
-                    "sh",
-                    "-c",
-                    &report(wait_all),
-                    &format!("step{i}"),
-                ],
+                &container_step(1, &b, wait_all, &[&format!("step{i}")]),
                 &[],
             )
         })
@@ -602,17 +561,7 @@ fn slurm_three_nodes_run_one_container_each() {
         return;
     };
     let b = bundle(&c.path("b"), &["LWK_KERNEL=mckernel"], json!({}), json!([]));
-    let out = c.run(
-        &[
-            "srun",
-            "-N3",
-            &format!("--container={}", s(&b)),
-            "sh",
-            "-c",
-            &report("true"),
-        ],
-        &[],
-    );
+    let out = c.run(&container_step(3, &b, "true", &[]), &[]);
     assert!(out.ok(), "{}", explain(&c, &out));
     assert_eq!(under_mcexec(&out.stdout), 3, "{}", explain(&c, &out));
     for k in 1..=3 {
@@ -716,17 +665,7 @@ fn slurm_a_node_whose_lwk_fails_to_boot_fails_the_step_and_the_others_stay_clean
     };
     let b = bundle(&c.path("b"), &["LWK_KERNEL=mckernel"], json!({}), json!([]));
     fs::write(c.node(2).sim.join("faults"), "boot_panic\n").unwrap();
-    let out = c.run(
-        &[
-            "srun",
-            "-N3",
-            &format!("--container={}", s(&b)),
-            "sh",
-            "-c",
-            &report("true"),
-        ],
-        &[],
-    );
+    let out = c.run(&container_step(3, &b, "true", &[]), &[]);
     assert!(!out.ok(), "{}", explain(&c, &out));
     assert_eq!(under_mcexec(&out.stdout), 2, "{}", explain(&c, &out));
     // srun shows node2's task failing, and the LWK's own words.
