@@ -121,6 +121,9 @@ pub enum Command {
     /// register lwk-runc with a container engine, keeping the rest of its config file
     #[command(name = "setup-engine", after_help = SETUP_ENGINE_HELP)]
     SetupEngine(SetupEngineArgs),
+    /// the node's image cache, from which `conexec --image` runs jobs
+    #[command(after_help = IMAGE_HELP)]
+    Image(ImageCmd),
     /// run this MPI rank in its job's container on this node (one container and one LWK per job per node)
     #[command(after_help = CONEXEC_EXAMPLES)]
     Conexec(ConexecArgs),
@@ -206,6 +209,18 @@ pub struct SetupEngineArgs {
     #[arg(long)]
     pub dry_run: bool,
 }
+const IMAGE_HELP: &str = "\
+References, in skopeo's transport syntax:
+  docker://HOST/NAME:TAG or docker://HOST/NAME@sha256:...   a registry (credentials from
+                                      auth.json or ~/.docker/config.json)
+  oci:DIR[:TAG]                       an OCI image layout
+  docker-archive:FILE[:NAME:TAG]      what docker save / podman save write
+  docker-daemon:NAME:TAG              an image of the node's Docker
+  containers-storage:[DRIVER@ROOT+RUNROOT]NAME:TAG   an image of podman's store
+
+The cache ([images] cache_dir in the config) holds each image once, unpacked, keyed by its
+id; jobs mount it read-only under a private overlay. A size cap (max_size) evicts the least
+recently used images that no job is using.";
 
 #[derive(Args, Debug)]
 pub struct ConexecArgs {
@@ -483,6 +498,37 @@ pub enum LwkAction {
     },
     /// drop leases of containers that no longer exist; tear the LWK down if none remain
     Gc,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageCmd {
+    #[command(subcommand)]
+    pub action: ImageAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageAction {
+    /// fetch an image and unpack it into the node's cache (what a job's first rank does)
+    Pull {
+        #[arg(value_name = "REF")]
+        reference: String,
+    },
+    /// list the cached images: id, size, last use, whether a job uses it, names
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// only the ids
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// remove cached images no job is using, by id (or a prefix of one) or reference
+    Rm {
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// remove every cached image no job is using, and what unfinished pulls left
+    Prune,
 }
 
 #[derive(Args, Debug)]

@@ -72,6 +72,7 @@ pub struct Config {
     pub status_recheck_ms: u64,
     pub mckernel: McKernelConfig,
     pub mos: MosConfig,
+    pub images: ImagesConfig,
     /// Not a key: the binary injected as the container's init; None = the running
     /// lwk-runc (/proc/self/exe). Tests point it at the built binary.
     #[serde(skip)]
@@ -227,6 +228,73 @@ impl Default for MosConfig {
     }
 }
 
+/// `[images]`: the node's image cache and how images are fetched (`conexec --image`,
+/// `lwk-runc image`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Unpacked images, one directory per image; root's alone (0700).
+    pub cache_dir: PathBuf,
+    /// The cache's size cap ("50G", "800M", bytes; "0" = none).
+    pub max_size: String,
+    /// Registries (`host[:port]`) reached over plain HTTP; every other one over HTTPS.
+    pub insecure_registries: Vec<String>,
+    /// Directories of per-registry CA certificates, `<dir>/<host[:port]>/*.crt`.
+    pub certs_dirs: Vec<PathBuf>,
+    /// The one credentials file to use; empty = the usual search (see config.toml).
+    pub auth_file: PathBuf,
+    /// The CLIs that export `docker-daemon:` and `containers-storage:` images.
+    pub docker: PathBuf,
+    pub podman: PathBuf,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            cache_dir: "/var/lib/lwk-runc/images".into(),
+            max_size: "0".into(),
+            insecure_registries: Vec::new(),
+            certs_dirs: vec![
+                "/etc/containers/certs.d".into(),
+                "/etc/docker/certs.d".into(),
+            ],
+            auth_file: PathBuf::new(),
+            docker: "/usr/bin/docker".into(),
+            podman: "/usr/bin/podman".into(),
+        }
+    }
+}
+
+impl ImagesConfig {
+    /// `max_size` in bytes (0 = no cap).
+    pub fn max_bytes(&self) -> Result<u64, String> {
+        parse_size(&self.max_size)
+    }
+}
+
+/// `123`, `800K`, `50G` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("{s:?}: the unit must be K, M, G or T")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size like \"50G\" or \"0\""))
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -238,6 +306,7 @@ impl Default for Config {
             status_recheck_ms: 1000,
             mckernel: McKernelConfig::default(),
             mos: MosConfig::default(),
+            images: ImagesConfig::default(),
             init_binary: None,
             source: None,
         }
@@ -400,6 +469,37 @@ impl Config {
         }
         check_allow_list("mos.allowed_args", &o.allowed_args)?;
         check_static_args("mos.launcher_args", &o.launcher_args)?;
+        let i = &self.images;
+        abs("images.cache_dir", &i.cache_dir)?;
+        // The cache path goes into overlayfs' lowerdir= option and /proc/self/mountinfo,
+        // where these characters are separators or escaped.
+        let cache = i.cache_dir.to_string_lossy();
+        if cache.contains(|c: char| matches!(c, ',' | ':' | '\\') || c.is_whitespace())
+            || cache == "/"
+        {
+            return Err((
+                "images.cache_dir".into(),
+                format!("`{cache}` may not be / nor contain ',', ':', '\\' or white space"),
+            ));
+        }
+        i.max_bytes().map_err(|e| ("images.max_size".into(), e))?;
+        for r in &i.insecure_registries {
+            if r.is_empty() || r.contains(['/', ' ']) {
+                return Err((
+                    "images.insecure_registries".into(),
+                    format!("{r:?} is not a host[:port]"),
+                ));
+            }
+        }
+        for (k, p) in [("images.docker", &i.docker), ("images.podman", &i.podman)] {
+            abs(k, p)?;
+        }
+        for p in &i.certs_dirs {
+            abs("images.certs_dirs", p)?;
+        }
+        if !i.auth_file.as_os_str().is_empty() {
+            abs("images.auth_file", &i.auth_file)?;
+        }
         if let Some(k) = self.default_kernel.kind() {
             if !self.enabled(k) {
                 return Err((
@@ -554,6 +654,16 @@ mod tests {
         assert!(s.contains("mckernel.kargs") && s.contains("hidos"), "{s}");
         let s = parse("default_kernel = \"mos\"\n").unwrap_err().to_string();
         assert!(s.contains("default_kernel"), "{s}");
+        let s = parse("[images]\nmax_size = \"12Q\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("images.max_size"), "{s}");
+        let s = parse("[images]\ncache_dir = \"/var/a,b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("images.cache_dir"), "{s}");
+        assert_eq!(parse_size("50G"), Ok(50 << 30));
+        assert_eq!(parse_size("0"), Ok(0));
         let s = parse("[mckernel]\nallowed_args = [\"/bin/sh\"]\n")
             .unwrap_err()
             .to_string();

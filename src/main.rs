@@ -15,6 +15,7 @@ mod engines;
 mod executor;
 mod hook;
 mod host;
+mod image;
 mod logging;
 mod lwk;
 mod overlay;

@@ -11,6 +11,7 @@ mod doctor;
 mod events;
 mod exec;
 mod features;
+mod image;
 mod kill;
 mod list;
 mod lwk;
@@ -91,6 +92,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Hook(args) => lwk::hook(args.stage).map(|_| 0),
         Command::Doctor(args) => doctor::run(&args),
         Command::SetupEngine(args) => setup_engine::run(&args),
+        Command::Image(args) => image::run(&args.action).map(|_| 0),
         Command::LwkReap { secs } => lwk::reap(secs).map(|_| 0),
         Command::Conexec(args) => conexec::run(&ctx, &args),
         Command::ConexecReap { id } => crate::conexec::reap(&ctx, &id).map(|_| 0),
