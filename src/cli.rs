@@ -148,6 +148,7 @@ Examples:
   srun -N 2 --ntasks-per-node=64 --mpi=pmix lwk-runc conexec --lwk mckernel --rootfs /images/app -- ./app
   srun -N 2 --ntasks-per-node=16 --mpi=pmix lwk-runc conexec --lwk mos --rootfs /images/app -- ./app
   mpiexec.hydra -n 8 lwk-runc conexec --lwk none --rootfs ./rootfs -- ./app
+  mpirun -n 64 lwk-runc conexec --lwk mckernel --image docker://registry.example/hpc/app:1 -- ./app
 
 The first rank of a job to reach a node creates the job's container; the others join it.
 Each rank runs as a child of the container's rank server, under mcexec -n PPN (McKernel)
@@ -155,7 +156,13 @@ or yod -R 1/PPN (mOS), with its own stdio, argv, cwd and environment, and this p
 exits as its rank does. The job is known by --job, else SLURM_JOB_ID.SLURM_STEP_ID,
 PMIX_NAMESPACE, PMI_JOBID, or the launcher process that is the ranks' parent; ranks per
 node by --ppn, else OMPI_COMM_WORLD_LOCAL_SIZE, MPI_LOCALNRANKS, PMI_LOCAL_SIZE or Slurm's
-tasks per node.";
+tasks per node.
+
+With --image, the job's first rank on a node brings the image into the node's cache (once
+per image; see `lwk-runc image --help`) and the job runs on an overlay of it. The image's
+Env is set over the rank's environment, its WorkingDir replaces the rank's directory, its
+User applies to ranks started as root, and its Entrypoint and Cmd run when no command is
+given; --env, --cwd and --user win over all of these.";
 
 const DOCTOR_HELP: &str = "\
 Each finding says what was checked, what was found and, where something is wrong, the fix.
@@ -231,13 +238,27 @@ pub struct ConexecArgs {
     #[arg(
         long,
         value_name = "DIR",
-        conflicts_with = "rootfs",
-        required_unless_present = "rootfs"
+        conflicts_with_all = ["rootfs", "image"],
+        required_unless_present_any = ["rootfs", "image"]
     )]
     pub bundle: Option<PathBuf>,
     /// a root filesystem to run the ranks in, with a spec made for MPI
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "image")]
     pub rootfs: Option<PathBuf>,
+    /// an image to run the ranks in, fetched into the node's cache once (docker://, oci:,
+    /// docker-archive:, docker-daemon:, containers-storage:)
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// set a variable in every rank's environment (over the image's Env)
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// the ranks' working directory in the container (over the image's WorkingDir)
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// run the ranks as UID[:GID] (over the image's User; only a rank started as root
+    /// may name another user)
+    #[arg(long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
     /// the job's identity on this node (default: from the launcher's environment)
     #[arg(long, value_name = "ID")]
     pub job: Option<String>,
@@ -250,11 +271,11 @@ pub struct ConexecArgs {
     /// seconds a rank waits for another rank that is creating the job's container
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     pub lock_timeout_secs: u64,
-    /// the rank's command
+    /// the rank's command (with --image, the image's Entrypoint and Cmd by default)
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
-        required = true,
+        required_unless_present = "image",
         value_name = "CMD"
     )]
     pub command: Vec<String>,

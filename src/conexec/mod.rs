@@ -13,6 +13,7 @@
 //! process group, which deletes the container (and so drops the lease) once the server
 //! has ended; `lwk-runc lwk gc` collects what a killed watcher leaves.
 
+mod image;
 pub mod proto;
 pub mod server;
 pub mod spec;
@@ -185,17 +186,34 @@ fn install_forwarding() -> io::Result<OwnedFd> {
             return Err(io::Error::last_os_error());
         }
         SIG_PIPE.store(p[1], Ordering::Relaxed);
-        for sig in 1..32 {
-            if forwarded(sig) {
+        set_forwarding(on_signal as extern "C" fn(libc::c_int) as usize);
+        Ok(OwnedFd::from_raw_fd(p[0]))
+    }
+}
+
+/// The action of every forwarded signal: our handler, or SIG_DFL.
+fn set_forwarding(action: libc::sighandler_t) {
+    for sig in 1..32 {
+        if forwarded(sig) {
+            // SAFETY: sigaction with a zeroed, filled-in struct.
+            unsafe {
                 let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+                sa.sa_sigaction = action;
                 sa.sa_flags = libc::SA_RESTART;
                 libc::sigemptyset(&mut sa.sa_mask);
                 libc::sigaction(sig, &sa, std::ptr::null_mut());
             }
         }
-        Ok(OwnedFd::from_raw_fd(p[0]))
     }
+}
+
+/// Run `f` with the signals' default actions: a rank still fetching its job's image has
+/// nothing to forward to, and the launcher's SIGTERM must end it.
+fn with_default_signals<T>(f: impl FnOnce() -> T) -> T {
+    set_forwarding(libc::SIG_DFL);
+    let r = f();
+    set_forwarding(on_signal as extern "C" fn(libc::c_int) as usize);
+    r
 }
 
 /// `lwk-runc conexec`: returns the exit code, or does not return (dies of the rank's
@@ -206,7 +224,7 @@ pub fn run(ctx: &Ctx, a: &ConexecArgs) -> Result<i32> {
     let ppid = unsafe { libc::getppid() };
     let job = Job::new(&ctx.root, &job_name(a.job.as_deref(), &env, ppid));
     let ppn = ppn_of(a.ppn, &env);
-    let launch = own_launch(&a.command)?;
+    let launch = own_launch(&a.command, a.image.is_some())?;
     let mut extra_fds = Vec::new();
     if let Some(n) = env_of(&env, "PMI_FD").and_then(|v| v.parse::<RawFd>().ok()) {
         // SAFETY: fcntl only asks whether the descriptor is open.
@@ -225,6 +243,7 @@ pub fn run(ctx: &Ctx, a: &ConexecArgs) -> Result<i32> {
     // to end (its last rank left); then the next try makes a new container.
     for attempt in 1..=3 {
         let (sock, lock) = join(ctx, a, &job, ppn, &launch, &env)?;
+        let launch = image::launch(a, &job, &launch)?;
         let _ = proto::send_launch(&sock, &launch, &fds);
         let mut lines = Lines::default();
         match first_reply_of(&sock, &mut lines) {
@@ -269,8 +288,9 @@ fn first_reply_of(sock: &UnixStream, lines: &mut Lines) -> Option<Reply> {
     }
 }
 
-fn own_launch(command: &[String]) -> Result<Launch> {
-    if command.is_empty() {
+/// This rank as it was started; with an image, an empty command means the image's own.
+fn own_launch(command: &[String], image: bool) -> Result<Launch> {
+    if command.is_empty() && !image {
         bail!("conexec needs a command to run for the rank: lwk-runc conexec [OPTIONS] -- CMD [ARGS...]");
     }
     let cwd = std::env::current_dir().context("reading the rank's working directory")?;
@@ -374,11 +394,35 @@ fn join(
     env: &[(String, String)],
 ) -> Result<(UnixStream, JobLock)> {
     let lock_timeout = Duration::from_secs(a.lock_timeout_secs);
-    let lock = JobLock::take(job, lock_timeout)?;
-    if let Ok(s) = UnixStream::connect(job.sock_path()) {
-        tracing::debug!(job = %job.name, id = %job.id, "joining the job's container");
-        return Ok((s, lock));
-    }
+    let (lock, ready) = loop {
+        let lock = JobLock::take(job, lock_timeout)?;
+        if let Ok(s) = UnixStream::connect(job.sock_path()) {
+            tracing::debug!(job = %job.name, id = %job.id, "joining the job's container");
+            return Ok((s, lock));
+        }
+        // An image the node lacks is fetched without the job's lock: the job's other
+        // ranks wait on the image's own lock, however long the pull takes.
+        // A job the image fails leaves no directory behind (a rank waiting for the lock
+        // notices and makes it again).
+        let forget = |job: &Job| {
+            if !ctx.container_dir(&job.id).exists() && UnixStream::connect(job.sock_path()).is_err()
+            {
+                let _ = fs::remove_dir_all(&job.dir);
+            }
+        };
+        match image::acquire(a, job).inspect_err(|_| forget(job))? {
+            None => break (lock, None),
+            Some(crate::image::Acquired::Ready(r)) => break (lock, Some(*r)),
+            Some(crate::image::Acquired::Pending(work)) => {
+                drop(lock);
+                if let Err(e) = with_default_signals(|| work.finish(&crate::image::Ui::new())) {
+                    let _lock = JobLock::take(job, lock_timeout)?;
+                    forget(job);
+                    return Err(e.context(format!("getting the image of job {}", job.name)));
+                }
+            }
+        }
+    };
     // Nobody answers: a container that is still there is on its way out.
     let cdir = ctx.container_dir(&job.id);
     if cdir.exists() {
@@ -394,7 +438,9 @@ fn join(
     let listener = UnixListener::bind(job.sock_path())
         .with_context(|| format!("binding the rank socket {}", job.sock_path().display()))?;
     let created = (|| {
-        let kind = spec::write_bundle(a, job, ppn, launch, env)?;
+        let rootfs = ready.map(|r| image::mount(r, job)).transpose()?;
+        let launch = image::launch(a, job, launch)?;
+        let kind = spec::write_bundle(a, job, ppn, &launch, env, rootfs.as_deref())?;
         let server = crate::lwk::ConexecServer {
             ppn,
             join_timeout_ms: a.join_timeout_secs * 1000,
@@ -418,6 +464,7 @@ fn join(
         if cdir.exists() {
             let _ = crate::commands::delete_container(ctx, &job.id, true);
         }
+        image::release(&job.dir);
         return Err(e.context(format!(
             "creating the container of job {} on this node",
             job.name
@@ -594,6 +641,7 @@ pub fn reap(ctx: &Ctx, id: &str) -> Result<()> {
         // Under the lock no rank is creating a new container here, so the job's
         // directory goes with it; a late rank makes a fresh one.
         if UnixStream::connect(job.sock_path()).is_err() {
+            image::release(&job_dir);
             let _ = fs::remove_dir_all(&job_dir);
         }
     }
@@ -620,6 +668,7 @@ pub fn gc(ctx: &Ctx) -> Vec<String> {
             done.push(id.clone());
         }
         if !alive && !ctx.container_dir(&id).exists() {
+            image::release(&e.path());
             let _ = fs::remove_dir_all(e.path());
         }
     }

@@ -27,15 +27,17 @@ const RENDEZVOUS_VARS: &[&str] = &[
 ];
 
 /// Write the job's bundle (config.json only; the rootfs stays where it is) and say
-/// which kernel it asks for.
+/// which kernel it asks for. `image_rootfs`: the job's mounted image (`--image`).
 pub fn write_bundle(
     a: &ConexecArgs,
     job: &Job,
     _ppn: u32,
     launch: &Launch,
     env: &[(String, String)],
+    image_rootfs: Option<&Path>,
 ) -> Result<String> {
-    let (mut spec, rootfs) = match (&a.bundle, &a.rootfs) {
+    let rootfs_arg = a.rootfs.clone().or(image_rootfs.map(Path::to_path_buf));
+    let (mut spec, rootfs) = match (&a.bundle, &rootfs_arg) {
         (Some(b), None) => {
             let path = b.join("config.json");
             let spec = Spec::load(&path)
@@ -50,7 +52,7 @@ pub fn write_bundle(
             (spec, rootfs)
         }
         (None, Some(r)) => (Spec::default(), r.clone()),
-        _ => bail!("conexec needs exactly one of --bundle DIR and --rootfs DIR"),
+        _ => bail!("conexec needs exactly one of --bundle DIR, --rootfs DIR and --image REF"),
     };
     let rootfs = std::fs::canonicalize(&rootfs)
         .with_context(|| format!("the job's rootfs {} is not accessible", rootfs.display()))?;

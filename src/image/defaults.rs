@@ -37,6 +37,11 @@ impl Defaults {
             ids,
         }
     }
+
+    /// The command to run when the command line gives none.
+    pub fn command(&self) -> Vec<String> {
+        self.entrypoint.iter().chain(&self.cmd).cloned().collect()
+    }
 }
 
 /// `user[:group]`, each a name or a number, the way Docker resolves it: a name must be

@@ -22,14 +22,14 @@ mod unpack;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use crate::config::ImagesConfig;
 use cache::{Cache, Held, Lock, Record};
-use defaults::Defaults;
-use digest::Digest;
+pub use defaults::Defaults;
+pub use digest::Digest;
 pub use progress::{bytes as human_bytes, Ui};
 pub use reference::ImageRef;
 use source::{Resolved, Source};
@@ -38,6 +38,7 @@ use source::{Resolved, Source};
 /// holder has mounted it.
 pub struct Ready {
     pub record: Record,
+    pub rootfs: PathBuf,
     _use: Held,
 }
 
@@ -168,7 +169,11 @@ fn ready(cache: &Cache, id: &Digest, name: &str, ids: &[String]) -> Result<Optio
     };
     cache.note(id, name, ids)?;
     cache.touch(id);
-    Ok(Some(Ready { record, _use: u }))
+    Ok(Some(Ready {
+        record,
+        rootfs: cache.rootfs(id),
+        _use: u,
+    }))
 }
 
 /// `lwk-runc image pull`: bring `r` into the cache, waiting for whoever fetches it.
@@ -354,5 +359,50 @@ impl Puller {
             ui.summary(&l);
         }
         Ok(())
+    }
+}
+
+impl Ready {
+    /// Mount this image for a job at `dir/rootfs`: an overlay whose lower layer is the
+    /// cache entry (never written) and whose upper layer is the job's own (`dir/upper`),
+    /// removed with the job.
+    pub fn mount(&self, dir: &Path) -> Result<PathBuf> {
+        let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
+        for d in [&upper, &work, &rootfs] {
+            match std::fs::create_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("creating {}", d.display())),
+            }
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            self.rootfs.display(),
+            upper.display(),
+            work.display()
+        );
+        nix::mount::mount(
+            Some("lwk-image"),
+            &rootfs,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .with_context(|| {
+            format!(
+                "mounting image {} for the job at {} (overlay {opts})",
+                self.record.digest.short(),
+                rootfs.display()
+            )
+        })?;
+        Ok(rootfs)
+    }
+}
+
+/// Undo [`Ready::mount`] (nothing when it is not mounted).
+pub fn unmount(dir: &Path) {
+    let rootfs = dir.join("rootfs");
+    if rootfs.exists() {
+        let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
     }
 }
