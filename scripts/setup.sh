@@ -19,6 +19,7 @@ packages=(
   openmpi-bin libopenmpi-dev  # the conexec tests and parity bench: mpirun, mpicc
   dpkg-dev man-db             # the package test: cargo-deb's dpkg-shlibdeps, man lwk-runc
   slurm-wlm munge iproute2    # the Slurm tests' private cluster (conformance-tests/cluster)
+  skopeo docker-registry openssl  # the image tests: layouts, a private registry with TLS
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Every test, from a fresh machine (as root): installs what the tests need, builds,
 # then runs lint, unit tests, the simulator's tests, the OCI conformance suite with
-# the LWK acceptance tests and the Docker, podman, containerd, CRI and SingularityCE-shim
-# end-to-end tests against lwk-runc, and the
-# conformance suite once more against Debian's runc (outside its listed differences)
-# to show the suite checks the OCI contract rather than our own quirks.
+# the LWK acceptance tests, the MPI and image tests and the Docker, podman, containerd,
+# CRI and SingularityCE-shim end-to-end tests against lwk-runc, and the conformance suite
+# once more against Debian's runc (outside its listed differences) to show the suite
+# checks the OCI contract rather than our own quirks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -205,6 +205,12 @@ pub fn machine_lock() -> File {
 /// `podman` with its own storage, run dir and tmpdir under `state` (nothing of the
 /// machine's podman touched), vfs, cgroupfs and file events: how every test runs it.
 pub fn private_podman(podman: &Path, state: &Path) -> Command {
+    private_podman_with(podman, state, "vfs")
+}
+
+/// [`private_podman`] with another storage driver (`overlay`: layer diffs with opaque
+/// whiteouts, as podman makes them on a real host).
+pub fn private_podman_with(podman: &Path, state: &Path, driver: &str) -> Command {
     let mut c = Command::new(podman);
     c.arg("--root")
         .arg(state.join("storage"))
@@ -212,7 +218,7 @@ pub fn private_podman(podman: &Path, state: &Path) -> Command {
         .arg(state.join("run"))
         .arg("--tmpdir")
         .arg(state.join("tmp"))
-        .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
+        .args(["--storage-driver", driver, "--cgroup-manager", "cgroupfs"])
         .args(["--events-backend", "file"])
         .stdin(Stdio::null());
     c
@@ -1010,6 +1016,77 @@ sysfs = "{s}/sys/kernel/mOS"
         );
         assert_eq!(self.leases(), 0, "a lease is left");
     }
+}
+
+/// A private dockerd: its config, data root, exec root, pid file and socket under `dir`
+/// (keep it short: containerd's socket lives under the exec root), no networking of
+/// its own, vfs storage, and containerd namespaces of its own should a system
+/// containerd be running. `env` reaches the runtimes it starts.
+pub fn private_dockerd(dockerd: &Path, dir: &Path, env: &[(&str, PathBuf)]) -> Command {
+    let p = |s: &str| dir.join(s);
+    let ns = format!("lwkconf{}", std::process::id());
+    let mut c = Command::new(dockerd);
+    c.arg("--config-file")
+        .arg(p("daemon.json"))
+        .arg("--data-root")
+        .arg(p("data"))
+        .arg("--exec-root")
+        .arg(p("exec"))
+        .arg("--pidfile")
+        .arg(p("dockerd.pid"))
+        .arg("-H")
+        .arg(format!("unix://{}", p("docker.sock").display()))
+        .args(["--iptables=false", "--ip-masq=false", "--bridge=none"])
+        .args(["--storage-driver", "vfs"])
+        .args(["--containerd-namespace", &ns])
+        .args(["--containerd-plugins-namespace", &format!("{ns}p")])
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .stdin(Stdio::null());
+    c
+}
+
+/// A rank's command line, as a launcher starts it: `<runtime> --root R --log L conexec
+/// ARGS -- PROG`.
+pub fn conexec_rank(ctx: &Ctx, args: &[&str], prog: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        s(&runtime_bin()),
+        "--root".into(),
+        s(&ctx.root),
+        "--log".into(),
+        s(&ctx.log),
+        "conexec".into(),
+    ];
+    v.extend(args.iter().map(|x| x.to_string()));
+    v.push("--".into());
+    v.extend(prog.iter().map(|x| x.to_string()));
+    v
+}
+
+/// `mpirun --allow-run-as-root --oversubscribe -n N <rank...>` from the test's directory,
+/// with the node's environment and `env` (which mpirun hands its local ranks).
+pub fn mpirun(ctx: &Ctx, w: &World, n: usize, rank: &[String], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-n",
+        &n.to_string(),
+    ])
+    .args(rank)
+    .envs(w.env())
+    .envs(env.iter().copied())
+    .current_dir(ctx.dir.path())
+    .stdin(Stdio::null());
+    c
+}
+
+/// Start `c` with its stdout and stderr in the test's files `TAG.stdout`, `TAG.stderr`.
+pub fn spawn_logged(ctx: &Ctx, mut c: Command, tag: &str) -> (Child, PathBuf, PathBuf) {
+    let o = ctx.path(&format!("{tag}.stdout"));
+    let e = ctx.path(&format!("{tag}.stderr"));
+    c.stdout(File::create(&o).expect("stdout file"))
+        .stderr(File::create(&e).expect("stderr file"));
+    (c.spawn().expect("spawn"), o, e)
 }
 
 /// Stop a daemon this test started: SIGTERM, SIGKILL after `grace`, reaped.

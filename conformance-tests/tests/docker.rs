@@ -58,26 +58,7 @@ impl Daemon {
         daemon_config(&cfg);
         let sock = p("docker.sock");
         let log = File::create(p("dockerd.log")).expect("dockerd log");
-        let ns = format!("lwkconf{}", std::process::id());
-        let child = Command::new(dockerd)
-            .arg("--config-file")
-            .arg(&cfg)
-            .arg("--data-root")
-            .arg(p("data"))
-            .arg("--exec-root")
-            .arg(p("exec"))
-            .arg("--pidfile")
-            .arg(p("dockerd.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", sock.display()))
-            .args(["--iptables=false", "--ip-masq=false", "--bridge=none"])
-            .args(["--storage-driver", "vfs"])
-            // Should a system containerd be running, dockerd would use it:
-            // keep our objects in namespaces of our own.
-            .args(["--containerd-namespace", &ns])
-            .args(["--containerd-plugins-namespace", &format!("{ns}p")])
-            .envs(env.iter().map(|(k, v)| (*k, v)))
-            .stdin(Stdio::null())
+        let child = private_dockerd(dockerd, dir.path(), env)
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .spawn()

@@ -47,40 +47,13 @@ impl Node {
 
     /// The runtime's command line for a rank: `lwk-runc --root R --log L conexec ...`.
     fn conexec(&self, lwk: &str, extra: &[&str], prog: &[&str]) -> Vec<String> {
-        let mut v = vec![
-            s(&runtime_bin()),
-            "--root".into(),
-            s(&self.ctx.root),
-            "--log".into(),
-            s(&self.ctx.log),
-            "conexec".into(),
-            "--lwk".into(),
-            lwk.into(),
-            "--rootfs".into(),
-            s(&self.rootfs),
-        ];
-        v.extend(extra.iter().map(|x| x.to_string()));
-        v.push("--".into());
-        v.extend(prog.iter().map(|x| x.to_string()));
-        v
+        let rootfs = s(&self.rootfs);
+        let args = [&["--lwk", lwk, "--rootfs", &rootfs][..], extra].concat();
+        conexec_rank(&self.ctx, &args, prog)
     }
 
-    /// `mpirun --allow-run-as-root --oversubscribe -n N <rank...>`, with the node's
-    /// environment and `env` (which mpirun hands its local ranks).
     fn mpirun(&self, n: usize, rank: &[String], env: &[(&str, &str)]) -> Command {
-        let mut c = Command::new("mpirun");
-        c.args([
-            "--allow-run-as-root",
-            "--oversubscribe",
-            "-n",
-            &n.to_string(),
-        ])
-        .args(rank)
-        .envs(self.w.env())
-        .envs(env.iter().copied())
-        .current_dir(self.ctx.dir.path())
-        .stdin(Stdio::null());
-        c
+        mpirun(&self.ctx, &self.w, n, rank, env)
     }
 
     fn run(&self, c: Command) -> Out {
@@ -89,12 +62,8 @@ impl Node {
         run_into_files(c, o, e, JOB_TIMEOUT)
     }
 
-    fn spawn(&self, mut c: Command, tag: &str) -> (Child, PathBuf, PathBuf) {
-        let o = self.ctx.path(&format!("{tag}.stdout"));
-        let e = self.ctx.path(&format!("{tag}.stderr"));
-        c.stdout(fs::File::create(&o).unwrap())
-            .stderr(fs::File::create(&e).unwrap());
-        (c.spawn().expect("spawn"), o, e)
+    fn spawn(&self, c: Command, tag: &str) -> (Child, PathBuf, PathBuf) {
+        spawn_logged(&self.ctx, c, tag)
     }
 
     fn explain(&self, out: &Out) -> String {
