@@ -329,7 +329,7 @@ impl JobLock {
             fs::create_dir_all(&job.dir)
                 .with_context(|| format!("creating the job directory {}", job.dir.display()))?;
             let _ = fs::set_permissions(&job.dir, fs::Permissions::from_mode(0o700));
-            let f = open_lock(&job.lock_path())
+            let f = crate::host::open_lock(&job.lock_path())
                 .with_context(|| format!("opening the job lock {}", job.lock_path().display()))?;
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if !flock_within(&f, left)? {
@@ -350,17 +350,6 @@ impl JobLock {
             }
         }
     }
-}
-
-/// A lock file of the job's directory: created 0600 if missing, never followed.
-fn open_lock(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
 }
 
 /// A blocking exclusive flock, given up after `timeout`: the wait happens in flock
@@ -567,10 +556,12 @@ impl Drop for Redirect {
 /// deletion by blocking on that lock.
 fn spawn_watcher(ctx: &Ctx, job: &Job, host_mnt: &File) {
     use std::os::unix::process::CommandExt;
-    let held = open_lock(&job.reap_lock_path()).ok().filter(|f| {
-        // SAFETY: flock on a descriptor we own.
-        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-    });
+    let held = crate::host::open_lock(&job.reap_lock_path())
+        .ok()
+        .filter(|f| {
+            // SAFETY: flock on a descriptor we own.
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+        });
     let held_fd = held.as_ref().map(|f| f.as_raw_fd());
     // Not current_exe(): the sealed binary's path is a detached mount nobody can open.
     let mut c = std::process::Command::new("/proc/self/exe");

@@ -178,14 +178,7 @@ impl Cache {
 
     fn lock_file(&self, name: &str) -> Result<File> {
         let p = self.dir.join(name);
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&p)
-            .with_context(|| format!("opening the lock {}", p.display()))
+        crate::host::open_lock(&p).with_context(|| format!("opening the lock {}", p.display()))
     }
 
     fn digest_lock(&self, d: &Digest, which: Lock) -> Result<File> {
