@@ -70,6 +70,8 @@ impl Registry {
             protocol: ClientProtocol::HttpsExcept(cfg.insecure_registries.clone()),
             extra_root_certificates: certs(&cfg.certs_dirs, reference.registry()),
             connect_timeout: Some(std::time::Duration::from_secs(30)),
+            // A registry that stops sending fails the pull rather than hanging the job.
+            read_timeout: Some(std::time::Duration::from_secs(120)),
             ..Default::default()
         };
         let client =
