@@ -856,6 +856,16 @@ fn whiteouts_and_opaque_dirs_unpack_as_podman_runs_them() {
 
 /// A handmade OCI layout: the busybox rootfs as its first layer, then `layers`.
 fn layout(dir: &Path, layers: &[Vec<u8>], tamper: bool) -> String {
+    layout_with(
+        dir,
+        layers,
+        tamper,
+        json!({"Env": ["PATH=/bin"], "Cmd": ["sh"]}),
+    )
+}
+
+/// [`layout`] with `run` as the image config's `config` (Env, User, Entrypoint, ...).
+fn layout_with(dir: &Path, layers: &[Vec<u8>], tamper: bool, run: serde_json::Value) -> String {
     let sha = |b: &[u8]| {
         let d = sha2::Sha256::digest(b);
         format!(
@@ -875,7 +885,7 @@ fn layout(dir: &Path, layers: &[Vec<u8>], tamper: bool) -> String {
     let digests: Vec<String> = all.iter().map(|l| put(l)).collect();
     let config = json!({
         "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
+        "config": run,
         "rootfs": {"type": "layers", "diff_ids": digests},
     })
     .to_string();
@@ -1046,6 +1056,60 @@ fn hostile_layers_are_refused_and_nothing_is_written_outside_the_cache() {
         .join(abs.trim_start_matches('/'))
         .join("inside");
     assert_eq!(fs::read_to_string(inside).unwrap(), "inside the image");
+    n.assert_clean();
+}
+
+#[test]
+fn the_image_entrypoint_cmd_and_user_apply_and_the_command_line_wins() {
+    if fixture("the_image_entrypoint_cmd_and_user_apply_and_the_command_line_wins").is_none() {
+        return;
+    }
+    let n = Node::new("");
+    let show = "echo \"$(id -u):$(id -g) $(pwd) $MODE\"";
+    let image = layout_with(
+        &n.ctx.path("run"),
+        &[raw_layer(&[(
+            "home/app/",
+            tar::EntryType::Directory,
+            "",
+            b"",
+        )])],
+        false,
+        json!({
+            "Env": ["PATH=/bin", "MODE=image"],
+            "User": "user",
+            "WorkingDir": "/home/app",
+            "Entrypoint": ["sh", "-c"],
+            "Cmd": [show],
+        }),
+    );
+    // No command: the image's Entrypoint and Cmd, as its User (build_rootfs's "user",
+    // uid 1000) in its WorkingDir.
+    let out = n.run(n.mpirun(2, &n.rank(&image, "none", &[]), &[]), "image");
+    assert!(out.ok(), "{}", n.explain(&out));
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        ["1000:1000 /home/app image"; 2],
+        "{}",
+        n.explain(&out)
+    );
+    // The command line wins: a command, --user, --cwd and --env.
+    let rank = conexec_rank(
+        &n.ctx,
+        &[
+            "--lwk", "none", "--image", &image, "--user", "0:0", "--cwd", "/tmp", "--env",
+            "MODE=cli",
+        ],
+        &["sh", "-c", show],
+    );
+    let out = n.run(n.mpirun(2, &rank, &[]), "cli");
+    assert!(out.ok(), "{}", n.explain(&out));
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        ["0:0 /tmp cli"; 2],
+        "{}",
+        n.explain(&out)
+    );
     n.assert_clean();
 }
 
