@@ -673,6 +673,24 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// What a kernel module's `current_euid().val == 0` sees: euid 0 that is root outside
+/// any user namespace too (container root in a user namespace maps to another uid).
+pub fn kernel_sees_root() -> bool {
+    if !is_root() {
+        return false;
+    }
+    let Ok(map) = fs::read_to_string("/proc/self/uid_map") else {
+        return true; // no /proc: assume the initial namespace
+    };
+    map.lines().any(|l| {
+        let v: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        matches!(v[..], [inside, outside, count] if inside == 0 && count > 0 && outside == 0)
+    })
+}
+
 /// A command line `getopt_long` with a leading `+` refuses.
 pub enum GetoptError {
     /// `--name` not in the table (as typed).

@@ -16,6 +16,111 @@ pub const MAX_MINORS: u32 = 64;
 /// Offset of mcexec's per-process-data byte lock: `PPD_BASE + nspid`.
 pub const PPD_BASE: u64 = 1 << 30;
 
+/// IHK's ioctl numbers (`linux/include/ihk/ihk_host_user.h`) and mcctrl's
+/// (`executer/include/uprotocol.h`), as the real tools issue them.
+pub mod nr {
+    pub const DEVICE_CREATE_OS: u32 = 0x112900;
+    pub const DEVICE_DESTROY_OS: u32 = 0x112901;
+    pub const DEVICE_RESERVE_CPU: u32 = 0x112902;
+    pub const DEVICE_RELEASE_CPU: u32 = 0x112903;
+    pub const DEVICE_RESERVE_MEM: u32 = 0x112904;
+    pub const DEVICE_RELEASE_MEM: u32 = 0x112905;
+    pub const DEVICE_QUERY_CPU: u32 = 0x112906;
+    pub const DEVICE_QUERY_MEM: u32 = 0x112907;
+    pub const DEVICE_GET_BUILDID: u32 = 0x11290b;
+    pub const OS_LOAD: u32 = 0x112a00;
+    pub const OS_BOOT: u32 = 0x112a01;
+    pub const OS_SHUTDOWN: u32 = 0x112a02;
+    pub const OS_QUERY_STATUS: u32 = 0x112a03;
+    pub const OS_SET_KARGS: u32 = 0x112a04;
+    pub const OS_QUERY_FREE_MEM: u32 = 0x112a05;
+    pub const OS_ALLOC_CPU: u32 = 0x112a10;
+    pub const OS_ALLOC_MEM: u32 = 0x112a11;
+    pub const OS_RESERVE_CPU: u32 = 0x112a12;
+    pub const OS_RESERVE_MEM: u32 = 0x112a13;
+    pub const OS_STATUS: u32 = 0x112a14;
+    pub const OS_READ_KMSG: u32 = 0x112a20;
+    pub const OS_CLEAR_KMSG: u32 = 0x112a21;
+    pub const OS_ASSIGN_CPU: u32 = 0x112a22;
+    pub const OS_RELEASE_CPU: u32 = 0x112a23;
+    pub const OS_ASSIGN_MEM: u32 = 0x112a24;
+    pub const OS_RELEASE_MEM: u32 = 0x112a25;
+    pub const OS_QUERY_CPU: u32 = 0x112a26;
+    pub const OS_QUERY_MEM: u32 = 0x112a27;
+    pub const OS_SET_IKC_MAP: u32 = 0x112a28;
+    pub const OS_GET_IKC_MAP: u32 = 0x112a29;
+    pub const OS_GET_USAGE: u32 = 0x112a32;
+    pub const OS_GET_CPU_USAGE: u32 = 0x112a33;
+    pub const OS_GET_NUM_NUMA_NODES: u32 = 0x112a34;
+    pub const OS_GET_BUILDID: u32 = 0x112a37;
+    pub const OS_GET_NUM_CPUS: u32 = 0x112a38;
+    pub const OS_READ_KADDR: u32 = 0x112a39;
+    pub const OS_DEBUG_START: u32 = 0x122a00;
+    pub const OS_DEBUG_END: u32 = 0x122aff;
+    pub const OS_AUX_CALL_START: u32 = 0x1000_0000;
+    pub const OS_AUX_CALL_END: u32 = 0x7fff_ffff;
+    pub const MCEXEC_UP_GET_CPUSET: u32 = 0x30a0290d;
+    pub const MCEXEC_UP_CREATE_PPD: u32 = 0x30a0290e;
+}
+
+/// IHK's `__ihk_os_ioctl_perm`: the requests on `/dev/mcos<N>` any user may make; every
+/// other one needs euid 0.
+fn os_ioctl_for_anyone(req: u32) -> bool {
+    use nr::*;
+    matches!(
+        req,
+        OS_QUERY_STATUS
+            | OS_GET_NUM_NUMA_NODES
+            | OS_QUERY_FREE_MEM
+            | OS_ALLOC_CPU
+            | OS_ALLOC_MEM
+            | OS_RESERVE_CPU
+            | OS_RESERVE_MEM
+            | OS_READ_KMSG
+            | OS_CLEAR_KMSG
+            | OS_QUERY_CPU
+            | OS_QUERY_MEM
+            | OS_GET_BUILDID
+            | OS_STATUS
+            | OS_GET_USAGE
+            | OS_GET_CPU_USAGE
+            | OS_GET_NUM_CPUS
+            | OS_READ_KADDR
+            | OS_DEBUG_START..=OS_DEBUG_END
+            | OS_AUX_CALL_START..=OS_AUX_CALL_END
+    )
+}
+
+/// Issue `req` on a device fd, as the real tool does before the module acts. The
+/// simulator's device is a regular file, for which the kernel answers ENOTTY: that
+/// stands for "the module took the request". Any other failure (EPERM from a seccomp
+/// filter above all) is the refusal the real tool would meet. The kernel passes the
+/// request to the driver as 32 bits, and so do we.
+fn ioctl_raw(file: &File, req: u64) -> Result<u32, i32> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: an ioctl with an integer argument on an fd we own; on a regular file the
+    // kernel never dereferences it.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), req as libc::c_ulong, 0) };
+    match (r, errno()) {
+        (0, _) | (_, libc::ENOTTY) => Ok(req as u32),
+        (_, e) => Err(e),
+    }
+}
+
+/// An ioctl on `/dev/mcos<N>`: issued, then checked as `__ihk_os_ioctl_perm` checks it.
+pub fn os_ioctl(file: &File, req: u64) -> Result<(), i32> {
+    let cmd = ioctl_raw(file, req)?;
+    if !os_ioctl_for_anyone(cmd) && !kernel_sees_root() {
+        return Err(libc::EPERM);
+    }
+    Ok(())
+}
+
+/// An ioctl on `/dev/mcd<N>` (the device's own ioctls check no uid: the node is 0600).
+fn mcd_ioctl(file: &File, req: u32) -> Result<(), i32> {
+    ioctl_raw(file, u64::from(req)).map(|_| ())
+}
+
 pub fn is_sim_file(p: &Path) -> bool {
     let Ok(meta) = fs::metadata(p) else {
         return false;
@@ -300,24 +405,36 @@ pub fn ihkconfig(argv: &[String]) -> i32 {
         return ihkconfig_get(argv, &mcd);
     }
     // The real tool opens /dev/mcd<N> O_RDWR; our file is mode 0600 like the node.
-    if let Err(e) = OpenOptions::new().read(true).write(true).open(&mcd) {
-        eprintln!(
-            "open: {}",
-            strerror(e.raw_os_error().unwrap_or(libc::ENOENT))
-        );
-        return 1;
-    }
+    let f = match OpenOptions::new().read(true).write(true).open(&mcd) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "open: {}",
+                strerror(e.raw_os_error().unwrap_or(libc::ENOENT))
+            );
+            return 1;
+        }
+    };
     // Loaded on first use: most calls (`get status` above all) never need it.
     let t = std::cell::LazyCell::new(Topology::load);
     match argv[2].as_str() {
-        "create" => do_create(),
+        "create" => match mcd_ioctl(&f, nr::DEVICE_CREATE_OS) {
+            Ok(()) => do_create(),
+            Err(_) => {
+                eprintln!("error: creating OS instance");
+                FAIL
+            }
+        },
         "destroy" => {
             if argv.len() < 4 {
                 println!("Usage: {} (dev #) destroy (os #)", argv0);
                 return 1;
             }
             let os = atoi(&argv[3]);
-            match destroy(os) {
+            let done = mcd_ioctl(&f, nr::DEVICE_DESTROY_OS)
+                .map_err(io::Error::from_raw_os_error)
+                .and_then(|()| destroy(os));
+            match done {
                 Ok(()) => 0,
                 Err(_) => {
                     eprintln!("error: destroying OS instance {}", os);
@@ -325,9 +442,9 @@ pub fn ihkconfig(argv: &[String]) -> i32 {
                 }
             }
         }
-        "reserve" => do_reserve(argv, &t),
-        "release" => do_release(argv, &t),
-        "query" => do_query(argv, &t),
+        "reserve" => do_reserve(&f, argv, &t),
+        "release" => do_release(&f, argv, &t),
+        "query" => do_query(&f, argv, &t),
         "clear_kmsg" | "read" | "mmap" | "clear_kmsg_write" => {
             if argv.len() > 3 {
                 0
@@ -365,8 +482,12 @@ fn ihkconfig_get(argv: &[String], mcd: &Path) -> i32 {
             0
         }
         "buildid" => {
-            if File::open(mcd).is_err() {
+            let Ok(f) = File::open(mcd) else {
                 println!("do_get_buildid,open failed");
+                return FAIL;
+            };
+            if mcd_ioctl(&f, nr::DEVICE_GET_BUILDID).is_err() {
+                println!("do_get_buildid,ioctl failed");
                 return FAIL;
             }
             let kv = Kv::parse(&fs::read_to_string(mcd).unwrap_or_default());
@@ -435,7 +556,7 @@ pub fn destroy(os: u32) -> io::Result<()> {
     Ok(())
 }
 
-fn do_reserve(argv: &[String], t: &Topology) -> i32 {
+fn do_reserve(f: &File, argv: &[String], t: &Topology) -> i32 {
     if argv.len() < 5 {
         ihkconfig_usage(&argv[0]);
         return FAIL;
@@ -448,7 +569,9 @@ fn do_reserve(argv: &[String], t: &Topology) -> i32 {
                 println!("do_reserve,get num of requested cpus failed");
                 return FAIL;
             };
-            let r = reserve_cpus(&cpus, t);
+            let r = mcd_ioctl(f, nr::DEVICE_RESERVE_CPU)
+                .err()
+                .unwrap_or_else(|| reserve_cpus(&cpus, t));
             if r != 0 {
                 eprintln!("error: reserving CPUs: {}", spec);
                 return FAIL;
@@ -460,7 +583,10 @@ fn do_reserve(argv: &[String], t: &Topology) -> i32 {
                 println!("do_reserve,get num of requested mems failed");
                 return FAIL;
             };
-            if reserve_mem(&reqs, t) != 0 {
+            let r = mcd_ioctl(f, nr::DEVICE_RESERVE_MEM)
+                .err()
+                .unwrap_or_else(|| reserve_mem(&reqs, t));
+            if r != 0 {
                 eprintln!("error: reserving memory: {}", spec);
                 return FAIL;
             }
@@ -541,12 +667,23 @@ fn reserve_mem(reqs: &[MemReq], t: &Topology) -> i32 {
     0
 }
 
-fn do_release(argv: &[String], t: &Topology) -> i32 {
+fn do_release(f: &File, argv: &[String], t: &Topology) -> i32 {
     if argv.len() < 5 {
         ihkconfig_usage(&argv[0]);
         return FAIL;
     }
     let spec = argv[4].as_str();
+    let req = match argv[3].as_str() {
+        "cpu" => Some((nr::DEVICE_RELEASE_CPU, "CPUs")),
+        "mem" => Some((nr::DEVICE_RELEASE_MEM, "memory")),
+        _ => None,
+    };
+    if let Some((req, what)) = req {
+        if mcd_ioctl(f, req).is_err() {
+            eprintln!("error: releasing {}: {}", what, spec);
+            return FAIL;
+        }
+    }
     let Ok(_g) = root_lock() else { return FAIL };
     let mut h = load_host(t);
     let (acpus, amem) = assigned(t);
@@ -604,9 +741,18 @@ fn do_release(argv: &[String], t: &Topology) -> i32 {
     0
 }
 
-fn do_query(argv: &[String], t: &Topology) -> i32 {
+fn do_query(f: &File, argv: &[String], t: &Topology) -> i32 {
     if argv.len() < 4 {
         ihkconfig_usage(&argv[0]);
+        return FAIL;
+    }
+    let req = match argv[3].as_str() {
+        "cpu" => Some(nr::DEVICE_QUERY_CPU),
+        "mem" => Some(nr::DEVICE_QUERY_MEM),
+        _ => None,
+    };
+    if req.is_some_and(|r| mcd_ioctl(f, r).is_err()) {
+        println!("do_query,ioctl failed");
         return FAIL;
     }
     let Ok(_g) = root_lock() else { return FAIL };
@@ -708,8 +854,23 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
     // Loaded on first use: most calls (`get status` above all) never need it.
     let t = std::cell::LazyCell::new(Topology::load);
     let arg = |i: usize| argv.get(i).map(String::as_str);
+    // The action's ioctl, issued before it acts: refused, the tool stops as the real
+    // one does on a failed ioctl.
+    let refused = |req: u32| os_ioctl(&file, u64::from(req)).is_err();
     match argv[2].as_str() {
         "get" => match arg(3) {
+            Some("status") if refused(nr::OS_STATUS) => {
+                println!("do_get_status,error: ihk_os_get_status failed");
+                FAIL
+            }
+            Some("ikc_map") if refused(nr::OS_GET_IKC_MAP) => {
+                println!("do_get_ikc_map,ioctl failed");
+                FAIL
+            }
+            Some("buildid") if refused(nr::OS_GET_BUILDID) => {
+                println!("do_get_buildid,IHK_OS_GET_BUILDID failed");
+                FAIL
+            }
             Some("status") => match read_instance(&file) {
                 Ok(kv) => {
                     println!("{}", status_of(&kv));
@@ -736,6 +897,10 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
         },
         "set" => match (arg(3), arg(4)) {
             (Some("ikc_map"), Some(map)) => {
+                if refused(nr::OS_SET_IKC_MAP) {
+                    eprintln!("error: setting up IKC map: {}", map);
+                    return FAIL;
+                }
                 let r = with_instance(&file, |kv| match status_of(kv) {
                     "BOOTING" | "RUNNING" => EBUSY,
                     _ => {
@@ -756,7 +921,11 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
         },
         "load" => {
             let img = arg(3).unwrap_or("/home/shimosawa/mcos/mcos.image");
-            let r = load(&file, img);
+            let r = if refused(nr::OS_LOAD) {
+                libc::EPERM
+            } else {
+                load(&file, img)
+            };
             if r != 0 {
                 eprintln!("error: loading {}", img);
                 return FAIL;
@@ -768,6 +937,10 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
                 eprintln!("error: no arg specified.");
                 return 1;
             };
+            if refused(nr::OS_SET_KARGS) {
+                eprintln!("error: sending IRQ");
+                return FAIL;
+            }
             let r = with_instance(&file, |kv| match status_of(kv) {
                 "BOOTING" | "RUNNING" => EBUSY,
                 _ => {
@@ -782,14 +955,14 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
             0
         }
         "boot" => {
-            if boot(&file, os) != 0 {
+            if refused(nr::OS_BOOT) || boot(&file, os) != 0 {
                 eprintln!("error: booting");
                 return FAIL;
             }
             0
         }
         "shutdown" => {
-            if shutdown(&file, &t) != 0 {
+            if refused(nr::OS_SHUTDOWN) || shutdown(&file, &t) != 0 {
                 eprintln!("error: shutting down");
                 return FAIL;
             }
@@ -801,7 +974,17 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
                 return FAIL;
             };
             let assign = argv[2] == "assign";
-            let r = assign_release(&file, &t, assign, what, spec);
+            let req = match (what, assign) {
+                ("cpu", true) => nr::OS_ASSIGN_CPU,
+                ("cpu", false) => nr::OS_RELEASE_CPU,
+                (_, true) => nr::OS_ASSIGN_MEM,
+                (_, false) => nr::OS_RELEASE_MEM,
+            };
+            let r = if refused(req) {
+                libc::EPERM
+            } else {
+                assign_release(&file, &t, assign, what, spec)
+            };
             if r != 0 {
                 let verb = if assign { "assigning" } else { "releasing" };
                 match what {
@@ -817,6 +1000,14 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
             let Ok(kv) = read_instance(&file) else {
                 return FAIL;
             };
+            let req = match arg(3) {
+                Some("cpu") => nr::OS_QUERY_CPU,
+                _ => nr::OS_QUERY_MEM,
+            };
+            if refused(req) {
+                eprintln!("error: querying {}", arg(3).unwrap_or("memory"));
+                return FAIL;
+            }
             match arg(3) {
                 Some("cpu") => println!("{}", kv.get_or("cpus", "")),
                 Some("mem") => println!("{}", kv.get_or("mem", "")),
@@ -828,6 +1019,10 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
             0
         }
         "query_free_mem" => {
+            if refused(nr::OS_QUERY_FREE_MEM) {
+                eprintln!("error: querying free memory");
+                return FAIL;
+            }
             let kv = read_instance(&file).unwrap_or_default();
             let bytes: u64 = parse_memnodes(kv.get_or("mem", ""), t.numa as usize)
                 .iter()
@@ -836,6 +1031,10 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
             0
         }
         "kmsg" => {
+            if refused(nr::OS_READ_KMSG) {
+                eprintln!("error querying kmsg");
+                return FAIL;
+            }
             let kv = read_instance(&file).unwrap_or_default();
             let mut s = fs::read_to_string(kmsg_path(os)).unwrap_or_default();
             match status_of(&kv) {
@@ -847,6 +1046,10 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
             0
         }
         "clear_kmsg" => {
+            if refused(nr::OS_CLEAR_KMSG) {
+                eprintln!("error: clearing kmsg");
+                return FAIL;
+            }
             let _ = fs::write(kmsg_path(os), "");
             0
         }
@@ -855,8 +1058,25 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
             1
         }
         "ioctl" => {
-            eprintln!("error: ioctl");
-            FAIL
+            let (Some(req), Some(_)) = (arg(3), arg(4)) else {
+                eprintln!("No req or arg is specified.");
+                return 1;
+            };
+            // `req = strtol(argv[3], NULL, 16)` into an unsigned int, as the tool does.
+            let req = i64::from_str_radix(req.trim_start_matches("0x"), 16).unwrap_or(0) as u32;
+            // The module acts on what it is asked; of its requests, boot and shutdown are
+            // the ones the simulator models.
+            let r = match req {
+                _ if refused(req) => FAIL,
+                nr::OS_SHUTDOWN => shutdown(&file, &t),
+                nr::OS_BOOT => boot(&file, os),
+                _ => 0,
+            };
+            if r != 0 {
+                eprintln!("error: ioctl");
+                return FAIL;
+            }
+            0
         }
         other => {
             eprintln!("Unknown action : {}", other);

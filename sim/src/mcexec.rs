@@ -144,6 +144,10 @@ pub fn mcexec(argv: &[String], args: &[String]) -> i32 {
     if !matches!(ofd_try_lock(&dev, 0, false), Ok(true)) {
         return fail_open();
     }
+    if ihk::os_ioctl(&dev, u64::from(ihk::nr::OS_GET_BUILDID)).is_err() {
+        eprintln!("Error: IHK_OS_GET_BUILDID failed");
+        return 1;
+    }
     let Ok(kv) = ihk::read_instance(&dev) else {
         return fail_open();
     };
@@ -165,6 +169,10 @@ pub fn mcexec(argv: &[String], args: &[String]) -> i32 {
 
     // MCEXEC_UP_CREATE_PPD, keyed by the namespace-local pid.
     let nspid = std::process::id() as u64;
+    if let Err(e) = ihk::os_ioctl(&dev, u64::from(ihk::nr::MCEXEC_UP_CREATE_PPD)) {
+        eprintln!("creating mcctrl per-process structure: {}", strerror(e));
+        return 1;
+    }
     match ofd_try_lock(&dev, PPD_BASE + nspid, true) {
         Ok(true) => {}
         _ => {
@@ -179,7 +187,9 @@ pub fn mcexec(argv: &[String], args: &[String]) -> i32 {
 
     let all_cpus = parse_cpulist(kv.get_or("cpus", "")).unwrap_or_default();
     let cpus = if opts.nr_partitions > 0 {
-        match join_group(&dev, opts.nr_partitions, nspid, &all_cpus) {
+        let joined = ihk::os_ioctl(&dev, u64::from(ihk::nr::MCEXEC_UP_GET_CPUSET))
+            .and_then(|()| join_group(&dev, opts.nr_partitions, nspid, &all_cpus));
+        match joined {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("Error: MCEXEC_UP_GET_CPUSET: {}", strerror(e));

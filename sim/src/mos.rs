@@ -36,6 +36,18 @@ const FILES: &[&str] = &[
     ".lwk-sim-faults",
 ];
 const MARKER: &str = ".lwk-sim";
+/// The files in which the simulator keeps what the mOS kernel keeps in its own memory:
+/// a real yod writes only the request files and the kernel updates the rest, but the
+/// simulated yod, inside a container too, updates these itself. The marker names them
+/// (`kernel_state=`), so that a runtime binding the directory read-only for containers
+/// can keep them writable on a simulated node (and only there).
+const KERNEL_STATE: &[&str] = &[
+    ".reservations",
+    "lwkcpus_reserved",
+    "lwkmem_reserved",
+    "lwkprocesses",
+    ".lwk-sim-faults",
+];
 
 /// `/sys/kernel/mOS` when it is the simulator's (bind-mounted into a
 /// container), else `$LWK_SIM_ROOT/sys/kernel/mOS`.
@@ -52,15 +64,17 @@ pub fn ensure_sysfs() -> io::Result<()> {
     let d = root().join("sys/kernel/mOS");
     fs::create_dir_all(&d)?;
     fs::set_permissions(&d, fs::Permissions::from_mode(0o777))?;
-    for f in FILES.iter().chain([MARKER].iter()) {
+    for f in FILES {
         let p = d.join(f);
         if !p.exists() {
-            fs::write(&p, if *f == MARKER { DEV_MAGIC } else { "" })?;
+            fs::write(&p, "")?;
         }
         // udev's `chmod -R o=u`: whoever may write, everybody may.
         fs::set_permissions(&p, fs::Permissions::from_mode(0o666))?;
     }
-    Ok(())
+    let marker = format!("{DEV_MAGIC}\nkernel_state={}\n", KERNEL_STATE.join(" "));
+    write_in_place(&d.join(MARKER), &marker)?;
+    fs::set_permissions(d.join(MARKER), fs::Permissions::from_mode(0o644))
 }
 
 /// A reservation: slot, pid, CPUs, bytes per node.
@@ -311,6 +325,17 @@ pub fn lwkctl(args: &[String]) -> i32 {
             eprintln!(
                 "lwkctl: LWK partition is in use by process(es) {}; use -f to force",
                 pids.join(",")
+            );
+            return 1;
+        }
+        // lwkctl's one write: the request to the kernel ("0" deletes). Where the file
+        // cannot be written (a read-only bind in a container), nothing changes.
+        let request = create.as_deref().unwrap_or("0");
+        if let Err(e) = write_in_place(&dir.join("lwk_config"), &format!("{request}\n")) {
+            eprintln!(
+                "lwkctl: writing {}: {}",
+                dir.join("lwk_config").display(),
+                strerror(e.raw_os_error().unwrap_or(libc::EIO))
             );
             return 1;
         }

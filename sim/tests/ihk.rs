@@ -209,6 +209,49 @@ fn shutdown_returns_resources_and_allows_reboot() {
 }
 
 #[test]
+fn the_module_lets_only_root_manage_an_instance_and_anyone_query_it() {
+    let s = Sim::new();
+    s.boot("1", "64M");
+    // As IHK's __ihk_os_ioctl_perm: management needs euid 0, queries and mcexec do not.
+    let as_nobody = |tool: &str, args: &[&str]| -> Out {
+        s.sys("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(s.bin(tool))
+            .args(args)
+            .output()
+            .expect("setpriv")
+            .into()
+    };
+    for (args, msg) in [
+        (&["0", "shutdown"][..], "error: shutting down"),
+        (&["0", "kargs", "hidos"][..], "error: sending IRQ"),
+        (&["0", "ioctl", "112a02", "0"][..], "error: ioctl"),
+    ] {
+        let o = as_nobody("ihkosctl", args);
+        assert_eq!(o.code, Some(255), "{args:?}: {}", o.stderr);
+        assert_eq!(o.stderr.trim(), msg);
+    }
+    assert_eq!(s.status(), "RUNNING");
+    let o = as_nobody("ihkosctl", &["0", "get", "status"]);
+    assert_eq!(
+        (o.code, o.stdout.trim()),
+        (Some(0), "RUNNING"),
+        "{}",
+        o.stderr
+    );
+    let o = as_nobody("mcexec", &["0", "/bin/echo", "user-job"]);
+    assert_eq!(
+        (o.code, o.stdout.trim()),
+        (Some(0), "user-job"),
+        "{}",
+        o.stderr
+    );
+    // Root may, through the same raw request.
+    s.ok("ihkosctl", &["0", "ioctl", "112a02", "0"]);
+    assert_eq!(s.status(), "SHUTDOWN");
+}
+
+#[test]
 fn destroy_is_ebusy_while_mcexec_holds_the_instance() {
     let s = Sim::new();
     s.boot("1", "64M");
