@@ -178,7 +178,8 @@ pub struct MosConfig {
     pub boot_mode: BootMode,
     pub lwkctl: PathBuf,
     pub yod: PathBuf,
-    /// Host path of the mOS sysfs directory (bind-mounted read-write at /sys/kernel/mOS).
+    /// Host path of the mOS sysfs directory (bound read-only at /sys/kernel/mOS, yod's
+    /// request files read-write on top).
     pub sysfs: PathBuf,
     /// The `lwkctl -c` spec.
     pub partition: String,

@@ -73,19 +73,28 @@ pub fn create(
     let cfg = crate::config::Config::load()?;
     let prepared = crate::lwk::prepare_create(&cfg, &ctx.root, id, &bundle, &spec, conexec)?;
     let lwk = prepared.is_some();
-    let (rewritten, pending) = match prepared {
-        Some(p) => (Some(p.spec), p.pending),
-        None => (None, None),
+    let (rewritten, pending, fenced) = match prepared {
+        Some(p) => (Some(p.spec), p.pending, p.fenced),
+        None => (None, None, false),
     };
-    let built = build(
-        ctx,
-        opts,
-        console_socket.as_ref(),
-        id,
-        &bundle,
-        &spec,
-        rewritten,
-    );
+    let build = || {
+        build(
+            ctx,
+            opts,
+            console_socket.as_ref(),
+            id,
+            &bundle,
+            &spec,
+            rewritten,
+        )
+    };
+    let built = if fenced {
+        crate::lwk::boundary::fenced(build)
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r)
+    } else {
+        build()
+    };
     let container = match built {
         Ok(mut c) if lwk => {
             let pid = c.pid().map_or(0, |p| p.as_raw());

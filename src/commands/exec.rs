@@ -86,24 +86,33 @@ pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
         None => Some(c.clone()),
         Some(_) => None,
     });
-    let pid = ContainerBuilder::new(id.to_owned(), SyscallType::default())
-        .with_executor(crate::executor::WorkloadExecutor::default())
-        .with_root_path(&ctx.root)
-        .context("using the state root")?
-        .with_console_socket(args.console_socket.as_ref())
-        .with_pid_file(args.pid_file.as_ref())
-        .context("using the pid file")?
-        .with_preserved_fds(args.preserve_fds)
-        .validate_id()
-        .with_context(|| format!("invalid container id {id:?}"))?
-        .as_tenant()
-        .with_detach(args.detach)
-        .with_process(Some(&process_file))
-        .with_ignore_paused(args.ignore_paused)
-        .with_sub_cgroup(sub_cgroup)
-        .build()
-        .map_err(|err| anyhow::anyhow!(describe(&err)))
-        .with_context(|| format!("executing a process in container {id}"))?;
+    let build = || {
+        ContainerBuilder::new(id.to_owned(), SyscallType::default())
+            .with_executor(crate::executor::WorkloadExecutor::default())
+            .with_root_path(&ctx.root)
+            .context("using the state root")?
+            .with_console_socket(args.console_socket.as_ref())
+            .with_pid_file(args.pid_file.as_ref())
+            .context("using the pid file")?
+            .with_preserved_fds(args.preserve_fds)
+            .validate_id()
+            .with_context(|| format!("invalid container id {id:?}"))?
+            .as_tenant()
+            .with_detach(args.detach)
+            .with_process(Some(&process_file))
+            .with_ignore_paused(args.ignore_paused)
+            .with_sub_cgroup(sub_cgroup)
+            .build()
+            .map_err(|err| anyhow::anyhow!(describe(&err)))
+            .with_context(|| format!("executing a process in container {id}"))
+    };
+    // Any process of an LWK container, exec'd ones too, carries the device boundary
+    // (libcontainer applies no seccomp profile to an exec'd process at all).
+    let pid = if crate::lwk::exec_fenced(&cfg, &ctx.root, id) {
+        crate::lwk::boundary::fenced(build)??
+    } else {
+        build()?
+    };
 
     if args.detach {
         return Ok(0);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::doctor::Finding;
-use crate::lwk::rewrite::{DeviceFact, DeviceKind};
+use crate::lwk::rewrite::{BindFact, DeviceFact, DeviceKind};
 use crate::lwk::{mckernel, mos, LwkKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ pub enum DriverError {
 #[derive(Debug, Default, Clone)]
 pub struct ContainerFacts {
     pub devices: Vec<DeviceFact>,
-    pub rw_binds: Vec<(PathBuf, PathBuf)>,
+    pub binds: Vec<BindFact>,
     pub tmpfs: Vec<PathBuf>,
     pub unmask: Vec<String>,
     /// `personality(2)` values the launcher sets (see rewrite.rs).
@@ -92,6 +92,9 @@ pub trait Driver {
     fn rank_group_args(&self, ppn: u32) -> Vec<String>;
     /// Whether launchers are keyed by namespace-local pid (needs a node-unique pid).
     fn needs_pid_slot(&self) -> bool;
+    /// Whether containers get a device on which they must not issue the LWK's
+    /// management requests (see boundary.rs).
+    fn fences_devices(&self) -> bool;
     /// (CPUs, memory) as configured or reported, for `lwk status`.
     fn resources(&self) -> (String, String);
     /// `doctor`: this kernel's tools, devices, modules and build as the node has them.

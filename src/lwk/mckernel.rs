@@ -355,7 +355,7 @@ impl Driver for McKernel<'_> {
         let dev = driver::device_fact(K, &self.mcos(), Path::new(&format!("/dev/mcos{os}")))?;
         Ok(ContainerFacts {
             devices: vec![dev],
-            rw_binds: vec![],
+            binds: vec![],
             tmpfs: vec![],
             unmask: vec![
                 format!("/proc/mcos{os}"),
@@ -369,6 +369,11 @@ impl Driver for McKernel<'_> {
                 .map(|p| p | libc::ADDR_NO_RANDOMIZE as u64)
                 .collect(),
         })
+    }
+
+    fn fences_devices(&self) -> bool {
+        // /dev/mcosN obeys shutdown, boot and load from any euid-0 process.
+        true
     }
 
     fn needs_pid_slot(&self) -> bool {

@@ -44,6 +44,7 @@ pub struct LwkRequest {
     pub args: Vec<String>,
 }
 
+pub mod boundary;
 pub mod driver;
 pub mod init;
 pub mod lease;
@@ -124,6 +125,8 @@ pub enum LwkError {
 pub struct Prepared {
     pub spec: Spec,
     pub pending: Option<lease::PendingCheck>,
+    /// The container's processes get the LWK device boundary ([`boundary::fenced`]).
+    pub fenced: bool,
 }
 
 fn io_err(what: &str, path: &Path, source: std::io::Error) -> LwkError {
@@ -251,6 +254,7 @@ fn prepare_plain_conexec(
     Ok(Prepared {
         spec,
         pending: None,
+        fenced: false,
     })
 }
 
@@ -341,7 +345,7 @@ pub fn prepare_create(
             source,
         })?;
         facts.devices = c.devices;
-        facts.rw_binds = c.rw_binds;
+        facts.binds = c.binds;
         facts.tmpfs = c.tmpfs;
         facts.unmask = c.unmask;
         facts.personalities = c.personalities;
@@ -355,6 +359,7 @@ pub fn prepare_create(
         Ok(spec) => Ok(Some(Prepared {
             spec,
             pending: acquired.pending,
+            fenced: drv.fences_devices(),
         })),
         Err(e) => {
             if let Err(r) = lease::release(cfg, root, id) {
@@ -446,6 +451,13 @@ pub fn rewrite_exec_process(
         kind,
         source,
     })
+}
+
+/// exec: whether the process must carry the LWK device boundary ([`boundary::fenced`]):
+/// any process exec'd into a container that holds a lease on such an LWK, whether or
+/// not it asks for the LWK itself.
+pub fn exec_fenced(cfg: &Config, root: &Path, id: &str) -> bool {
+    lease::get(cfg, root, id).is_some_and(|l| driver::for_kind(cfg, l.kernel).fences_devices())
 }
 
 /// `lwk-runc lwk gc`: drop dead leases, tear down idle LWKs.

@@ -2,19 +2,57 @@
 //!
 //! The LWK partition is made with `lwkctl -c <spec>` and removed with `lwkctl -d`; it is
 //! "up" when `/sys/kernel/mOS/lwkcpus` lists CPUs. yod reserves per process through that
-//! sysfs directory and then execs the application, so a container needs the directory
-//! read-write and no pid arrangement (yod leaves no proxy process behind).
+//! sysfs directory and then execs the application, so a container needs no pid
+//! arrangement (yod leaves no proxy process behind).
+//!
+//! A container sees the directory read-only, with read-write binds on top of it of only
+//! the request files yod writes: `lwk_config` stays read-only, so `lwkctl -d` run from
+//! a container (the yod closure under another name, or a tool it brings) cannot delete
+//! the partition under its neighbours. The directory itself is the host's, not a copy,
+//! because yod serialises reservations with `flock` on it, node-wide.
 
 use std::path::{Path, PathBuf};
 
 use crate::config::{BootMode, MosConfig};
 use crate::doctor::{self, Finding};
 use crate::lwk::driver::{self, run_ok, strs, ContainerFacts, Driver, DriverError, Probe};
+use crate::lwk::rewrite::BindFact;
 use crate::lwk::LwkKind;
 
 const K: LwkKind = LwkKind::Mos;
 /// Where yod looks, inside the container.
 const MOS_SYSFS: &str = "/sys/kernel/mOS";
+
+/// The files yod writes to reserve resources (mOS `yod/mos_plugin.c`); it only reads
+/// the rest of the directory.
+const YOD_WRITES: &[&str] = &[
+    "lwkcpus_request",
+    "lwkmem_request",
+    "lwk_util_threads",
+    "lwkcpus_sequence",
+    "lwkmem_mempolicy_info",
+    "lwk_options",
+    "lwkgpus_request",
+];
+
+/// The simulator's marker file; it names the files in which the simulated yod keeps
+/// what a real mOS kernel keeps in memory (see sim/README.md).
+const SIM_MARKER: &str = ".lwk-sim";
+
+/// The files the simulated kernel updates from inside a container (`kernel_state=` in
+/// its marker); none on a real mOS node. Only plain names of regular files count.
+fn simulated_kernel_state(dir: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(dir.join(SIM_MARKER)) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| l.strip_prefix("kernel_state="))
+        .flat_map(|v| v.split_whitespace())
+        .filter(|n| !n.contains('/') && *n != "." && *n != "..")
+        .filter(|n| dir.join(n).is_file())
+        .map(str::to_string)
+        .collect()
+}
 
 pub struct Mos<'a> {
     cfg: &'a MosConfig,
@@ -90,13 +128,36 @@ impl Driver for Mos<'_> {
         if self.cfg.sysfs != Path::new(MOS_SYSFS) && !Path::new(MOS_SYSFS).exists() {
             tmpfs.push(PathBuf::from("/sys/kernel"));
         }
+        let dir = &self.cfg.sysfs;
+        let mut binds = vec![BindFact {
+            host: dir.clone(),
+            container: PathBuf::from(MOS_SYSFS),
+            writable: false,
+        }];
+        let writable = YOD_WRITES
+            .iter()
+            .map(|f| f.to_string())
+            .filter(|f| dir.join(f).is_file())
+            .chain(simulated_kernel_state(dir));
+        for f in writable {
+            binds.push(BindFact {
+                host: dir.join(&f),
+                container: Path::new(MOS_SYSFS).join(&f),
+                writable: true,
+            });
+        }
         Ok(ContainerFacts {
             devices: vec![],
-            rw_binds: vec![(self.cfg.sysfs.clone(), PathBuf::from(MOS_SYSFS))],
+            binds,
             tmpfs,
             unmask: vec![MOS_SYSFS.into()],
             personalities: vec![],
         })
+    }
+
+    fn fences_devices(&self) -> bool {
+        // No device: the boundary is the read-only sysfs directory.
+        false
     }
 
     fn needs_pid_slot(&self) -> bool {
@@ -175,4 +236,86 @@ fn lwkctl_matches_kernel(lwkctl: &Path) -> Option<Finding> {
             "install the mOS tools built with the running kernel, or boot the kernel they belong to",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory standing in for /sys/kernel/mOS, removed on drop.
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let d = std::env::temp_dir().join(format!("lwk-mos-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Dir(d)
+        }
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn facts(dir: &Path) -> ContainerFacts {
+        let cfg = MosConfig {
+            sysfs: dir.to_path_buf(),
+            ..Default::default()
+        };
+        Mos::new(&cfg).container_facts().unwrap()
+    }
+
+    #[test]
+    fn the_directory_is_read_only_and_only_yods_request_files_are_writable() {
+        let d = Dir::new("ro");
+        for f in [
+            "lwkcpus",
+            "lwkcpus_reserved",
+            "lwk_config",
+            "lwkcpus_request",
+        ] {
+            std::fs::write(d.path().join(f), "").unwrap();
+        }
+        std::fs::write(d.path().join("lwkmem_request"), "").unwrap();
+        let b = facts(d.path()).binds;
+        assert_eq!(b[0].host, d.path());
+        assert_eq!(b[0].container, Path::new(MOS_SYSFS));
+        assert!(!b[0].writable);
+        let rw: Vec<_> = b[1..]
+            .iter()
+            .inspect(|x| assert!(x.writable && x.host.parent() == Some(d.path())))
+            .map(|x| x.container.file_name().unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(rw, ["lwkcpus_request", "lwkmem_request"]);
+    }
+
+    #[test]
+    fn a_simulated_node_names_its_kernel_state_files_and_nothing_else_counts() {
+        let d = Dir::new("sim");
+        for f in [".reservations", "lwkprocesses", "lwk_config"] {
+            std::fs::write(d.path().join(f), "").unwrap();
+        }
+        std::fs::write(
+            d.path().join(SIM_MARKER),
+            "# lwk-sim device\nkernel_state=.reservations lwkprocesses ../etc/passwd missing\n",
+        )
+        .unwrap();
+        let rw: Vec<_> = facts(d.path())
+            .binds
+            .into_iter()
+            .filter(|b| b.writable)
+            .map(|b| b.container)
+            .collect();
+        assert_eq!(
+            rw,
+            [
+                Path::new(MOS_SYSFS).join(".reservations"),
+                Path::new(MOS_SYSFS).join("lwkprocesses")
+            ]
+        );
+    }
 }

@@ -20,9 +20,10 @@ use oci_spec::runtime::{
 
 use crate::lwk::LwkRequest;
 
-/// Where launcher closures appear in the container. Under /dev because /dev is a tmpfs the
-/// runtime makes in Docker/podman/runc specs: mounting there creates nothing in the
-/// caller's rootfs.
+/// Where launcher closures appear in the container. Under /dev because /dev is a tmpfs
+/// made for the container (by the spec, as Docker, podman and runc specs have it, or by
+/// us when the spec mounts nothing there): the mount points of the closures and devices
+/// are created in it, never in the caller's rootfs.
 pub const CLOSURE_MOUNT_DIR: &str = "/dev/.lwk";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub enum RewriteError {
     NoArgs,
     #[error("the container spec has no root.path")]
     NoRoot,
+    #[error("the spec mounts {typ} {host} on /dev; an LWK container needs /dev to be a tmpfs (or no /dev mount at all, and lwk-runc makes one), because the launcher and the LWK device are added there and must not be written into {host}")]
+    DevNotTmpfs { typ: String, host: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +42,14 @@ pub enum DeviceKind {
     Char { major: i64, minor: i64 },
     /// A regular file standing in for a device (simulator): bind-mount it read-write.
     File,
+}
+
+/// A bind of a host path (an LWK's sysfs view), writable or not, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindFact {
+    pub host: PathBuf,
+    pub container: PathBuf,
+    pub writable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +69,9 @@ pub struct NodeFacts {
     /// argv between the launcher options and the original args (e.g. mcexec's OS index).
     pub tail: Vec<String>,
     pub devices: Vec<DeviceFact>,
-    /// (host, container) read-write binds (e.g. mOS sysfs).
-    pub rw_binds: Vec<(PathBuf, PathBuf)>,
+    /// Binds of the LWK's sysfs views (mOS: the directory read-only, yod's request
+    /// files read-write on top of it), in this order.
+    pub binds: Vec<BindFact>,
     /// Container dirs to cover with a fresh tmpfs first, when a bind target cannot be
     /// created in place (the simulator's /sys/kernel/mOS on a kernel without mOS).
     pub tmpfs: Vec<PathBuf>,
@@ -86,13 +98,27 @@ pub fn rewrite(
     out.set_process(Some(process));
 
     let mut mounts = out.mounts().clone().unwrap_or_default();
-    let has_dev_tmpfs = mounts
-        .iter()
-        .any(|m| m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs"));
-    if !has_dev_tmpfs && !facts.closures.is_empty() {
-        // No runtime-made /dev: a tmpfs of our own keeps the closure dirs out of the
-        // rootfs (only the one mount point /dev/.lwk is created there).
-        mounts.push(tmpfs_mount(Path::new(CLOSURE_MOUNT_DIR)));
+    let dev = Path::new("/dev");
+    match mounts.iter().find(|m| m.destination() == dev) {
+        Some(m) if m.typ().as_deref() == Some("tmpfs") => {}
+        Some(m) => {
+            return Err(RewriteError::DevNotTmpfs {
+                typ: m.typ().clone().unwrap_or_else(|| "a mount".into()),
+                host: m
+                    .source()
+                    .as_ref()
+                    .map_or_else(|| "(no source)".into(), |p| p.display().to_string()),
+            })
+        }
+        None => {
+            // A /dev of our own, so that nothing is created in the caller's rootfs; it
+            // goes before whatever the spec mounts under /dev (pts, shm, mqueue).
+            let at = mounts
+                .iter()
+                .position(|m| m.destination().starts_with(dev))
+                .unwrap_or(mounts.len());
+            mounts.insert(at, dev_tmpfs());
+        }
     }
     for (host, dest) in &facts.closures {
         mounts.push(bind(host, dest, &["rbind", "ro", "nosuid", "nodev"]));
@@ -100,11 +126,13 @@ pub fn rewrite(
     for t in &facts.tmpfs {
         mounts.push(tmpfs_mount(t));
     }
-    for (host, dest) in &facts.rw_binds {
+    for b in &facts.binds {
+        // Not recursive: a read-only remount would leave submounts writable.
+        let mode = if b.writable { "rw" } else { "ro" };
         mounts.push(bind(
-            host,
-            dest,
-            &["rbind", "rw", "nosuid", "nodev", "noexec"],
+            &b.host,
+            &b.container,
+            &["bind", mode, "nosuid", "nodev", "noexec"],
         ));
     }
     let mut linux = out.linux().clone().unwrap_or_default();
@@ -206,6 +234,21 @@ fn bind(host: &Path, dest: &Path, opts: &[&str]) -> Mount {
     m
 }
 
+/// The /dev Docker, podman and runc specs mount.
+fn dev_tmpfs() -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(PathBuf::from("/dev"));
+    m.set_typ(Some("tmpfs".into()));
+    m.set_source(Some("tmpfs".into()));
+    m.set_options(Some(
+        ["nosuid", "strictatime", "mode=755", "size=65536k"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    ));
+    m
+}
+
 fn tmpfs_mount(dest: &Path) -> Mount {
     let mut m = Mount::default();
     m.set_destination(dest.to_path_buf());
@@ -246,7 +289,7 @@ mod tests {
                     minor: 0,
                 },
             }],
-            rw_binds: vec![],
+            binds: vec![],
             tmpfs: vec![],
             unmask: vec!["/proc/mcos0".into(), "/sys/devices/virtual/mcos".into()],
             personalities: vec![],
@@ -323,7 +366,7 @@ mod tests {
     }
 
     #[test]
-    fn without_dev_tmpfs_a_private_tmpfs_is_added_first() {
+    fn without_a_dev_mount_a_dev_tmpfs_of_our_own_comes_before_everything_under_dev() {
         let mut s = base_spec();
         let m: Vec<Mount> = s
             .mounts()
@@ -335,15 +378,33 @@ mod tests {
         s.set_mounts(Some(m));
         let out = rewrite(&s, &req(), &facts(), Path::new("/r")).unwrap();
         let mounts = out.mounts().as_ref().unwrap();
-        let t = mounts
-            .iter()
-            .position(|m| m.destination() == Path::new(CLOSURE_MOUNT_DIR))
-            .unwrap();
-        let c = mounts
-            .iter()
-            .position(|m| m.destination() == Path::new("/dev/.lwk/mcexec"))
-            .unwrap();
-        assert!(t < c);
+        let pos = |d: &str| mounts.iter().position(|m| m.destination() == Path::new(d));
+        let dev = pos("/dev").expect("a /dev tmpfs");
+        assert_eq!(mounts[dev].typ().as_deref(), Some("tmpfs"));
+        for under in ["/dev/pts", "/dev/shm", "/dev/.lwk/mcexec"] {
+            assert!(dev < pos(under).unwrap(), "{under} before /dev");
+        }
+        assert!(pos(CLOSURE_MOUNT_DIR).is_none());
+    }
+
+    #[test]
+    fn a_dev_that_is_not_a_tmpfs_is_refused_rather_than_written_into() {
+        let mut s = base_spec();
+        let mut m = s.mounts().clone().unwrap();
+        for x in m
+            .iter_mut()
+            .filter(|m| m.destination() == Path::new("/dev"))
+        {
+            x.set_typ(Some("bind".into()));
+            x.set_source(Some("/dev".into()));
+        }
+        s.set_mounts(Some(m));
+        let err = rewrite(&s, &req(), &facts(), Path::new("/r")).unwrap_err();
+        assert!(matches!(err, RewriteError::DevNotTmpfs { .. }), "{err}");
+        assert!(
+            err.to_string().contains("must not be written into /dev"),
+            "{err}"
+        );
     }
 
     #[test]
