@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::config::Config;
-use crate::lwk::{self, driver, lease, policy, LwkError};
+use crate::lwk::{self, lease, policy, LwkError};
 
 /// Lease root recorded for containers managed through hooks.
 pub const HOOK_ROOT: &str = "oci-hook";
@@ -88,8 +88,8 @@ pub fn run(cfg: &Config, stage: &str, state: &[u8]) -> Result<(), HookError> {
                 id: st.id.clone(),
                 source,
             })?;
-            let l = match acquired.confirm() {
-                Ok(l) => l,
+            match acquired.confirm() {
+                Ok(_) => {}
                 Err(source) => {
                     // The lease was taken before the check failed: it must not outlive us.
                     let _ = lwk::release(cfg, root, &st.id);
@@ -100,10 +100,10 @@ pub fn run(cfg: &Config, stage: &str, state: &[u8]) -> Result<(), HookError> {
                     .into());
                 }
             };
-            if driver::for_kind(cfg, req.kind).needs_pid_slot() && pid > 0 {
+            if pid > 0 {
                 // Best effort: a launcher the container starts itself (not as PID 1) then
                 // gets a node-unique pid too.
-                if let Err(e) = lwk::pidns::set_ns_last_pid(pid, lease::slot_pid(cfg, l.slot) - 1) {
+                if let Err(e) = lwk::before_start(cfg, root, &st.id, pid) {
                     tracing::warn!(id = %st.id, error = %e, "could not arrange the launcher pid");
                 }
             }

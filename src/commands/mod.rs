@@ -108,8 +108,8 @@ pub fn create_container(
     create::create(ctx, opts, false, Some(server)).map(|(c, _)| c)
 }
 
-pub fn start_container(c: &mut Container) -> Result<()> {
-    start::start(c)
+pub fn start_container(ctx: &Ctx, c: &mut Container) -> Result<()> {
+    start::start(ctx, c)
 }
 
 /// `delete [--force]`, lease release included.

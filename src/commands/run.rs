@@ -13,7 +13,7 @@ pub fn run(ctx: &Ctx, args: &Run) -> Result<i32> {
     if args.detach {
         // As runc does: a detached run that fails to start leaves no container behind
         // (nobody holds its id to delete it, and an LWK container would hold a lease).
-        if let Err(err) = start::start(&mut container) {
+        if let Err(err) = start::start(ctx, &mut container) {
             if let Err(e) = delete::run(ctx, id, true) {
                 tracing::warn!("removing container {id} after a failed start: {e:#}");
             }
@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx, args: &Run) -> Result<i32> {
         Some(Ok(r)) => Some(r),
         None => None,
     };
-    if let Err(err) = start::start(&mut container) {
+    if let Err(err) = start::start(ctx, &mut container) {
         drop(relay);
         let _ = delete::run(ctx, id, true);
         return Err(err);

@@ -10,7 +10,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::signal::Signal;
 use nix::sys::signal::Signal as NixSignal;
@@ -19,11 +19,11 @@ use super::{load, status_name, Ctx, Record};
 use crate::commands::create::describe;
 
 pub fn run(ctx: &Ctx, id: &str) -> Result<()> {
-    start(&mut load(ctx, id)?)
+    start(ctx, &mut load(ctx, id)?)
 }
 
 /// Starts a container already in hand (`run` has it from `create`).
-pub fn start(container: &mut Container) -> Result<()> {
+pub fn start(ctx: &Ctx, container: &mut Container) -> Result<()> {
     let id = container.id().to_owned();
     if container.status() != ContainerStatus::Created {
         bail!(
@@ -35,6 +35,12 @@ pub fn start(container: &mut Container) -> Result<()> {
         .map(|r| r.poststart)
         .unwrap_or_default();
     let pid = container.pid().map(|p| p.as_raw());
+    if let Some(pid) = pid {
+        // The LWK launcher's pid is chosen now, the moment before it is forked.
+        let cfg = crate::config::Config::load()?;
+        crate::lwk::before_start(&cfg, &ctx.root, &id, pid)
+            .with_context(|| format!("starting container {id}"))?;
+    }
     let before = pid.and_then(exe_of);
     if let Err(err) = container.start() {
         // A container created before poststart hooks moved here still has libcontainer

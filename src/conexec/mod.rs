@@ -504,7 +504,7 @@ fn create_and_start(
         container_id: job.id.clone(),
     };
     let res = crate::commands::create_container(ctx, &opts, server)
-        .and_then(|mut c| crate::commands::start_container(&mut c));
+        .and_then(|mut c| crate::commands::start_container(ctx, &mut c));
     drop(saved);
     res
 }

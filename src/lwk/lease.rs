@@ -43,8 +43,8 @@ pub enum LeaseError {
     BadId(String),
     #[error("container id is {0} bytes long; LWK containers take ids of at most {MAX_ID_LEN} bytes (the lease file name must fit the file system's limit)")]
     IdTooLong(usize),
-    #[error("all {0} LWK pid slots on this node are in use; raise kernel.pid_max or lower pid_stride in the lwk-runc config")]
-    NoSlot(u32),
+    #[error("no LWK pid slot is free on this node (each is pid_stride pids that no other LWK container, nor the host, may be using); lower pid_stride in the lwk-runc config, or raise kernel.pid_max (Linux 6.14 and later give every container 4194304 pids of its own)")]
+    NoSlot,
     #[error("{0}")]
     Driver(#[from] DriverError),
     #[error("{kind} failed to come up for a container queued behind the boot attempt: {error}")]
@@ -361,14 +361,6 @@ pub fn read_leases(dir: &Path) -> Vec<(String, Lease)> {
     out
 }
 
-fn pid_slots(cfg: &Config) -> u32 {
-    let pid_max: u32 = fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(32768);
-    pid_max.saturating_sub(cfg.pid_base) / cfg.pid_stride
-}
-
 /// What a new lease records besides the decisions made here.
 pub struct NewLease<'a> {
     pub id: &'a str,
@@ -450,11 +442,10 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Acquired, Le
             pid: old.init_pid.unwrap_or(old.owner_pid),
         });
     }
+    // Provisional: a pid-keyed LWK's launcher gets its slot when the container starts
+    // (see `place_slot`); until then any number unique among the live leases will do.
     let used: BTreeSet<u32> = live.iter().map(|(_, l)| l.slot).collect();
-    let slots = pid_slots(cfg);
-    let slot = (0..slots)
-        .find(|s| !used.contains(s))
-        .ok_or(LeaseError::NoSlot(slots))?;
+    let slot = (0..).find(|s| !used.contains(s)).unwrap_or(u32::MAX);
     let owner_start = start_time(n.owner_pid).unwrap_or(0);
     let init_start = n.init_pid.and_then(start_time);
     let lease = Lease {
@@ -608,6 +599,32 @@ pub fn set_init(
     Ok(Some(l))
 }
 
+/// Record the launcher's pid slot just before the container starts, under the lock:
+/// `choose` gets the live leases of the other containers and returns the slot (or
+/// None: none is free). Returns the updated lease; None when (root, id) holds none.
+pub fn place_slot(
+    cfg: &Config,
+    root: &Path,
+    id: &str,
+    choose: impl FnOnce(&[Lease]) -> Option<u32>,
+) -> Result<Option<Lease>, LeaseError> {
+    let key = lease_key(root, id)?;
+    let t = Table::lock(&cfg.lease_dir)?;
+    let Some(mut l) = t.get(&key) else {
+        return Ok(None);
+    };
+    let others: Vec<Lease> = t
+        .sweep()?
+        .live
+        .into_iter()
+        .filter(|(k, _)| *k != key)
+        .map(|(_, l)| l)
+        .collect();
+    l.slot = choose(&others).ok_or(LeaseError::NoSlot)?;
+    t.put(&key, &l)?;
+    Ok(Some(l))
+}
+
 pub fn get(cfg: &Config, root: &Path, id: &str) -> Option<Lease> {
     let key = lease_key(root, id).ok()?;
     let t = fs::read(lease_file(&cfg.lease_dir, &key)).ok()?;
@@ -705,11 +722,6 @@ fn spawn_reaper(linger: u64) {
     if let Err(e) = c.spawn() {
         tracing::warn!(error = %e, "could not start the linger reaper; `lwk-runc lwk gc` will tear down");
     }
-}
-
-/// Pid slot -> first pid of the container's LWK launcher.
-pub fn slot_pid(cfg: &Config, slot: u32) -> u32 {
-    cfg.pid_base + slot * cfg.pid_stride
 }
 
 #[cfg(test)]

@@ -371,9 +371,8 @@ pub fn prepare_create(
 }
 
 /// After build() succeeded: confirm the LWK is RUNNING (the check `prepare_create` left
-/// running), record the init pid, and for pid-keyed LWKs point the container's
-/// ns_last_pid at its slot. Call only when `prepare_create` returned Some; on error the
-/// caller deletes the container and releases the lease.
+/// running) and record the init pid. Call only when `prepare_create` returned Some; on
+/// error the caller deletes the container and releases the lease.
 pub fn container_created(
     cfg: &Config,
     root: &Path,
@@ -388,17 +387,77 @@ pub fn container_created(
     if let Some(p) = pending {
         p.confirm().map_err(lease_err)?;
     }
-    let l = lease::set_init(cfg, root, id, pid).map_err(lease_err)?;
-    let Some(l) = l else { return Ok(()) };
-    if driver::for_kind(cfg, l.kernel).needs_pid_slot() {
-        let first = lease::slot_pid(cfg, l.slot);
-        pidns::set_ns_last_pid(pid, first - 1).map_err(|source| LwkError::PidNs {
-            id: id.into(),
-            kind: l.kernel,
-            source,
-        })?;
-        tracing::debug!(id, slot = l.slot, first, "LWK launcher pid arranged");
+    lease::set_init(cfg, root, id, pid).map_err(lease_err)?;
+    Ok(())
+}
+
+/// start, just before the init runs the user process: a container on a pid-keyed LWK
+/// gets its launcher's pid slot now, from what the node looks like at this moment (see
+/// pidns.rs). Nothing to do (two stats) for other containers.
+pub fn before_start(cfg: &Config, root: &Path, id: &str, init_pid: i32) -> Result<(), LwkError> {
+    match lease::get(cfg, root, id) {
+        Some(l) if driver::for_kind(cfg, l.kernel).needs_pid_slot() => {
+            place_launcher(cfg, root, id, init_pid, l.kernel)
+        }
+        _ => Ok(()),
     }
+}
+
+/// Choose the launcher's slot (pidns.rs) and point the namespace's ns_last_pid at it.
+fn place_launcher(
+    cfg: &Config,
+    root: &Path,
+    id: &str,
+    init_pid: i32,
+    kind: LwkKind,
+) -> Result<(), LwkError> {
+    let pid_err = |source| LwkError::PidNs {
+        id: id.into(),
+        kind,
+        source,
+    };
+    if pidns::shares_our_namespace(init_pid).map_err(pid_err)? {
+        return Ok(()); // host pids are node-unique already
+    }
+    let own = pidns::ns_inode(init_pid).map_err(pid_err)?;
+    let pid_keyed = |l: &lease::Lease| driver::for_kind(cfg, l.kernel).needs_pid_slot();
+    // Other LWK containers' namespaces, from a lock-free look at the table: a container
+    // that appears meanwhile has not started, and its slot is seen under the lock below.
+    let mut namespaces: std::collections::BTreeSet<u64> = lease::read_leases(&cfg.lease_dir)
+        .iter()
+        .filter(|(_, l)| pid_keyed(l))
+        .filter_map(|(_, l)| l.init_pid)
+        .filter_map(|p| pidns::ns_inode(p).ok())
+        .collect();
+    namespaces.insert(own);
+    let in_use = pidns::pids_in_use(&namespaces, own);
+    let host_pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(32768);
+    let space = pidns::SlotSpace::new(
+        cfg.pid_base,
+        cfg.pid_stride,
+        pidns::ns_pid_max(init_pid).map_err(pid_err)?,
+        host_pid_max,
+    );
+    let placed = lease::place_slot(cfg, root, id, |others| {
+        let taken = others
+            .iter()
+            .filter(|l| pid_keyed(l))
+            .map(|l| l.slot)
+            .collect();
+        pidns::choose_slot(&space, &taken, &in_use)
+    })
+    .map_err(|source| LwkError::Lease {
+        id: id.into(),
+        source,
+    })?;
+    let Some(l) = placed else { return Ok(()) };
+    let first = space.first_pid(l.slot);
+    let first = u32::try_from(first).map_err(|e| pid_err(std::io::Error::other(e)))?;
+    pidns::set_ns_last_pid(init_pid, first - 1).map_err(pid_err)?;
+    tracing::debug!(id, slot = l.slot, first, "LWK launcher pid arranged");
     Ok(())
 }
 

@@ -2,19 +2,37 @@
 //!
 //! McKernel keys processes by their pid *inside* their PID namespace and refuses a second
 //! mcexec with the same one (lwk-tools.md §2.5), while every container numbers its pids
-//! from 1. Before `start`, the runtime sets the container namespace's `ns_last_pid` to
-//! `pid_base + slot*pid_stride - 1`, where `slot` is the container's lease slot (unique
-//! among live leases), so the first fork in the container, lwk-init's fork of the
-//! launcher, gets that pid, and the launcher's later children stay within the slot's
-//! stride. The sysctl acts on the *writer's* active PID namespace, and setns(CLONE_NEWPID)
+//! from 1. So each McKernel container's launcher is placed on a pid of its own: at
+//! `start`, just before lwk-init forks the launcher, the runtime picks a slot (a range
+//! `pid_base + slot*pid_stride`, `pid_stride` long, for the launcher and the processes
+//! it starts) and sets the container namespace's `ns_last_pid` to the slot's first pid
+//! minus one, so the first fork in the container, lwk-init's fork of the launcher (or of
+//! a conexec job's rank server), gets it.
+//!
+//! A neighbour must not be able to hold that pid first: any process can reach any pid
+//! of its own namespace by forking, and McKernel compares only the numbers. The slot is
+//! therefore chosen from what the node looks like at that moment: no pid of the slot's
+//! range may be in use in another LWK container's namespace (nor the host's), and among
+//! the free slots the one farthest from every other LWK namespace's highest pid and
+//! every other container's slot is taken, so that forking a few hundred (or thousand)
+//! times never walks into a neighbour's launcher. Once the launcher runs, a neighbour
+//! that reaches its pid only fails its own launcher ("per-process data ... already
+//! exists"). Since Linux 6.14 every PID namespace has its own `kernel.pid_max` (4194304
+//! by default, whatever the host's): slots are then placed above the host's pid_max,
+//! where no host process can be, with room for thousands of containers. On older kernels
+//! the host's pid_max bounds them. (`pid_max` cannot fence a namespace into a range of
+//! its own: it is a ceiling only, and allocation wraps back to 300, below every slot.)
+//!
+//! The sysctls act on the *accessing* process's PID namespace, and setns(CLONE_NEWPID)
 //! only moves a process's future children, hence: a child that enters the namespace, and
-//! its child that writes.
+//! its child that reads or writes.
 //!
 //! Both are `clone(CLONE_VM | CLONE_VFORK)` children on small stacks of their own: they
 //! share our memory while we wait, so no page tables are copied (a fork of the runtime
 //! cost about a millisecond, most of the LWK's per-container overhead). They only make
 //! raw system calls on data prepared beforehand.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
@@ -25,8 +43,13 @@ const STACK: usize = 64 * 1024;
 struct Job {
     ns_fd: libc::c_int,
     path: CString,
+    /// Written to the file; when empty, the file is read into `buf` instead.
     value: Vec<u8>,
-    /// The top of the writer's stack (stacks grow down on every Linux target we build for).
+    buf: *mut u8,
+    buf_len: usize,
+    /// Bytes read into `buf`, set by the worker.
+    read: *mut isize,
+    /// The top of the worker's stack (stacks grow down on every Linux target we build for).
     writer_stack: *mut libc::c_void,
 }
 
@@ -58,18 +81,32 @@ unsafe fn wait_exit(pid: libc::pid_t) -> Option<libc::c_int> {
     }
 }
 
-/// Runs in the namespace: writes the value to ns_last_pid.
+/// Runs in the namespace: writes the value to the sysctl, or reads it.
 extern "C" fn writer(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` points to the Job the parent keeps alive while it is suspended.
+    // SAFETY: `arg` points to the Job the parent keeps alive while it is suspended, and
+    // `buf`/`read` to buffers of the parent's that outlive the call.
     unsafe {
         let job = &*(arg as *const Job);
-        let f = libc::open(job.path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        let reading = job.value.is_empty();
+        let mode = if reading {
+            libc::O_RDONLY
+        } else {
+            libc::O_WRONLY
+        };
+        let f = libc::open(job.path.as_ptr(), mode | libc::O_CLOEXEC);
         if f < 0 {
             return OPEN_FAILED;
         }
-        let n = libc::write(f, job.value.as_ptr().cast(), job.value.len());
+        let ok = if reading {
+            let n = libc::read(f, job.buf.cast(), job.buf_len);
+            *job.read = n;
+            n > 0
+        } else {
+            let n = libc::write(f, job.value.as_ptr().cast(), job.value.len());
+            n == job.value.len() as isize
+        };
         libc::close(f);
-        if n == job.value.len() as isize {
+        if ok {
             0
         } else {
             WRITE_FAILED
@@ -98,20 +135,53 @@ extern "C" fn enterer(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
-/// Returns Ok(false) when the container shares our PID namespace (nothing to arrange:
-/// host pids are unique already).
+/// Whether the process shares our PID namespace (nothing to arrange: host pids are
+/// unique already).
+pub fn shares_our_namespace(pid: i32) -> std::io::Result<bool> {
+    Ok(ns_inode(pid)? == ns_inode_of("/proc/self/ns/pid")?)
+}
+
+/// The inode of a process's PID namespace.
+pub fn ns_inode(pid: i32) -> std::io::Result<u64> {
+    ns_inode_of(&format!("/proc/{pid}/ns/pid"))
+}
+
+fn ns_inode_of(path: &str) -> std::io::Result<u64> {
+    Ok(std::fs::metadata(path)?.ino())
+}
+
+/// Returns Ok(false) when the container shares our PID namespace.
 pub fn set_ns_last_pid(init_pid: i32, last: u32) -> std::io::Result<bool> {
-    let ns = format!("/proc/{init_pid}/ns/pid");
-    if std::fs::metadata(&ns)?.ino() == std::fs::metadata("/proc/self/ns/pid")?.ino() {
+    if shares_our_namespace(init_pid)? {
         return Ok(false);
     }
-    let fd = std::fs::File::open(&ns)?;
+    ns_sysctl(init_pid, "ns_last_pid", &last.to_string())?;
+    Ok(true)
+}
+
+/// `kernel.pid_max` as the container's PID namespace sees it (its own since Linux 6.14).
+pub fn ns_pid_max(init_pid: i32) -> std::io::Result<u32> {
+    ns_sysctl(init_pid, "pid_max", "")?
+        .trim()
+        .parse()
+        .map_err(std::io::Error::other)
+}
+
+/// Write `value` to `/proc/sys/kernel/<name>` inside the PID namespace of `init_pid`, or
+/// read it when `value` is empty.
+fn ns_sysctl(init_pid: i32, name: &str, value: &str) -> std::io::Result<String> {
+    let fd = std::fs::File::open(format!("/proc/{init_pid}/ns/pid"))?;
     let mut stacks = vec![0u8; 2 * STACK];
     let (enterer_stack, writer_stack) = stacks.split_at_mut(STACK);
+    let mut buf = [0u8; 64];
+    let mut read: isize = 0;
     let job = Job {
         ns_fd: fd.as_raw_fd(),
-        path: CString::new("/proc/sys/kernel/ns_last_pid").map_err(std::io::Error::other)?,
-        value: last.to_string().into_bytes(),
+        path: CString::new(format!("/proc/sys/kernel/{name}")).map_err(std::io::Error::other)?,
+        value: value.as_bytes().to_vec(),
+        buf: buf.as_mut_ptr(),
+        buf_len: buf.len(),
+        read: &mut read,
         writer_stack: stack_top(writer_stack),
     };
     // SAFETY: CLONE_VFORK suspends us until the child exits, so `job` and both stacks
@@ -129,22 +199,235 @@ pub fn set_ns_last_pid(init_pid: i32, last: u32) -> std::io::Result<bool> {
         wait_exit(pid)
     };
     match code {
-        Some(0) => Ok(true),
+        Some(0) => Ok(String::from_utf8_lossy(&buf[..read.max(0) as usize]).into_owned()),
         Some(SETNS_FAILED) => Err(std::io::Error::other(
             "setns into the container's PID namespace failed",
         )),
-        Some(OPEN_FAILED) | Some(WRITE_FAILED) => Err(std::io::Error::other(
-            "writing /proc/sys/kernel/ns_last_pid failed (needs CONFIG_CHECKPOINT_RESTORE and CAP_SYS_ADMIN over the namespace)",
-        )),
+        Some(OPEN_FAILED) | Some(WRITE_FAILED) => Err(std::io::Error::other(format!(
+            "{} /proc/sys/kernel/{name} in the container's PID namespace failed (ns_last_pid needs CONFIG_CHECKPOINT_RESTORE and CAP_SYS_ADMIN over the namespace)",
+            if value.is_empty() { "reading" } else { "writing" }
+        ))),
         other => Err(std::io::Error::other(format!(
-            "the helper that sets ns_last_pid failed (exit {other:?})"
+            "the helper that reaches /proc/sys/kernel/{name} in the container's PID namespace failed (exit {other:?})"
         ))),
     }
+}
+
+/// Namespace-local pids in use on the node, as McKernel would see them.
+#[derive(Debug, Default)]
+pub struct InUse {
+    /// Every pid in use in the host's namespace or one of the namespaces asked about.
+    pub pids: BTreeSet<u32>,
+    /// The highest pid in use in each of the namespaces asked about but the own one:
+    /// where each is heading as it forks.
+    pub fronts: Vec<u32>,
+}
+
+/// The pids in use in the host's PID namespace and in `namespaces` (by inode; the
+/// container's own among them, whose front is left out). Only those matter: no other
+/// process can open an LWK device. A process's pid in its own namespace is the last
+/// `NSpid` of its status; for the host's it is its /proc entry.
+pub fn pids_in_use(namespaces: &BTreeSet<u64>, own: u64) -> InUse {
+    let host = ns_inode_of("/proc/self/ns/pid").unwrap_or(0);
+    let mut highest: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut pids = BTreeSet::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return InUse::default();
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(ns) = ns_inode(pid as i32) else {
+            continue; // gone meanwhile
+        };
+        if ns == host {
+            pids.insert(pid);
+            continue;
+        }
+        if !namespaces.contains(&ns) {
+            continue;
+        }
+        let local = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|st| innermost_pid(&st));
+        if let Some(local) = local {
+            pids.insert(local);
+            let h = highest.entry(ns).or_insert(0);
+            *h = (*h).max(local);
+        }
+    }
+    InUse {
+        pids,
+        fronts: highest
+            .into_iter()
+            .filter(|(ns, _)| *ns != own)
+            .map(|(_, h)| h)
+            .collect(),
+    }
+}
+
+/// The last value of the `NSpid:` line of a /proc/<pid>/status.
+fn innermost_pid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// The pid range slots may take and how slots map onto it.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotSpace {
+    pub base: u32,
+    pub stride: u32,
+    /// Lowest first pid a slot may have.
+    pub lo: u32,
+    /// The container namespace's pid_max: a slot must end below it.
+    pub hi: u32,
+}
+
+impl SlotSpace {
+    /// `ns_pid_max` is the container namespace's, `host_pid_max` the host's. Where the
+    /// namespace reaches beyond the host (Linux 6.14+), slots start above the host's
+    /// pids, which no host process can ever have.
+    pub fn new(base: u32, stride: u32, ns_pid_max: u32, host_pid_max: u32) -> SlotSpace {
+        let lo = if ns_pid_max > host_pid_max {
+            base.max(host_pid_max)
+        } else {
+            base
+        };
+        SlotSpace {
+            base,
+            stride: stride.max(1),
+            lo,
+            hi: ns_pid_max,
+        }
+    }
+
+    pub fn first_pid(&self, slot: u32) -> u64 {
+        u64::from(self.base) + u64::from(slot) * u64::from(self.stride)
+    }
+
+    /// How many slots fit in [lo, hi).
+    pub fn candidates(&self) -> std::ops::Range<u32> {
+        let first = self.lo.saturating_sub(self.base).div_ceil(self.stride);
+        let end = (self.hi.saturating_sub(self.base) / self.stride).max(first);
+        first..end
+    }
+}
+
+/// Pure: the slot for a launcher about to start. Never one of `taken` (other
+/// containers' slots), never one with a pid of its range in `in_use.pids`; among the
+/// rest, the one farthest (circularly, over the slot space) from every other
+/// namespace's front and every taken slot, the lowest on ties. None: no slot is free.
+pub fn choose_slot(space: &SlotSpace, taken: &BTreeSet<u32>, in_use: &InUse) -> Option<u32> {
+    let range = space.candidates();
+    let span = u64::from(space.hi.saturating_sub(space.lo)).max(1);
+    let points: Vec<u64> = in_use
+        .fronts
+        .iter()
+        .map(|f| u64::from(*f))
+        .chain(taken.iter().map(|t| space.first_pid(*t)))
+        .collect();
+    let lo = u64::from(space.lo);
+    let dist = |p: u64| -> u64 {
+        points
+            .iter()
+            .map(|q| {
+                // Positions on the circle [lo, hi): a front below lo (an old kernel's
+                // host range) counts as lo.
+                let (a, b) = (p.saturating_sub(lo) % span, q.saturating_sub(lo) % span);
+                let d = a.abs_diff(b);
+                d.min(span - d)
+            })
+            .min()
+            .unwrap_or(0)
+    };
+    let stride = u64::from(space.stride);
+    range
+        .filter(|s| !taken.contains(s))
+        .filter(|s| {
+            let p = space.first_pid(*s);
+            let (a, b) = (p as u32, (p + stride).min(u64::from(u32::MAX)) as u32);
+            in_use.pids.range(a..b).next().is_none()
+        })
+        .map(|s| (dist(space.first_pid(s)), s))
+        // max_by_key keeps the last maximum; reverse the slot so ties go to the lowest.
+        .max_by_key(|(d, s)| (*d, std::cmp::Reverse(*s)))
+        .map(|(_, s)| s)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn space() -> SlotSpace {
+        SlotSpace::new(1000, 500, 4_194_304, 32768)
+    }
+
+    #[test]
+    fn slots_sit_above_the_hosts_pids_where_the_namespace_reaches_beyond_them() {
+        let s = space();
+        assert_eq!(s.first_pid(s.candidates().start), 33000);
+        // An older kernel: the host's pid_max bounds every namespace.
+        let old = SlotSpace::new(1000, 500, 32768, 32768);
+        assert_eq!(old.candidates(), 0..63);
+    }
+
+    #[test]
+    fn an_empty_node_takes_the_first_slot_and_the_next_goes_far_away() {
+        let s = space();
+        let first = choose_slot(&s, &BTreeSet::new(), &InUse::default()).unwrap();
+        assert_eq!(s.first_pid(first), 33000);
+        let taken = BTreeSet::from([first]);
+        let second = choose_slot(&s, &taken, &InUse::default()).unwrap();
+        let gap = s.first_pid(second) - s.first_pid(first);
+        assert!(
+            gap > 2_000_000 && gap < 2_200_000,
+            "second slot at {gap} from the first"
+        );
+    }
+
+    #[test]
+    fn a_slot_whose_pids_a_neighbour_holds_is_never_chosen() {
+        let s = SlotSpace::new(1000, 500, 3000, 3000); // four slots: 1000 1500 2000 2500
+        let held = |p: &[u32]| InUse {
+            pids: p.iter().copied().collect(),
+            fronts: vec![],
+        };
+        assert_eq!(choose_slot(&s, &BTreeSet::new(), &held(&[1000])), Some(1));
+        // Anywhere in the range: the launcher's children take the next pids.
+        assert_eq!(
+            choose_slot(&s, &BTreeSet::new(), &held(&[1000, 1777])),
+            Some(2)
+        );
+        assert_eq!(
+            choose_slot(&s, &BTreeSet::from([0, 1, 2]), &held(&[2999])),
+            None
+        );
+    }
+
+    #[test]
+    fn the_slot_farthest_from_every_front_wins() {
+        let s = SlotSpace::new(1000, 500, 11000, 11000); // slots 0..20
+        let in_use = InUse {
+            pids: [1000, 1001, 3005].into_iter().collect(),
+            fronts: vec![1001, 3005],
+        };
+        let got = choose_slot(&s, &BTreeSet::new(), &in_use).unwrap();
+        // The middle of the larger gap, from 3005 round to 1001: about 7000.
+        assert_eq!(s.first_pid(got), 7000);
+    }
+
+    #[test]
+    fn innermost_pid_is_the_last_nspid() {
+        let st = "Name:\tsh\nNSpid:\t4242\t33001\nPPid:\t1\n";
+        assert_eq!(innermost_pid(st), Some(33001));
+        assert_eq!(innermost_pid("Name:\tx\n"), None);
+    }
 
     #[test]
     fn same_namespace_needs_nothing() {
