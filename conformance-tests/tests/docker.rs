@@ -429,6 +429,34 @@ fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
         out.contains("mcexec"),
         "docker exec -e LWK_EXEC=mckernel ran on Linux: {out}"
     );
+    // The device boundary under Docker's default seccomp profile: neither a container's
+    // own process nor a `docker exec`'d one can shut the LWK down under a neighbour.
+    let attack = "ln -sf /dev/.lwk/mcexec/bin/mcexec /tmp/ihkosctl; \
+                  /tmp/ihkosctl 0 shutdown; echo rc=$?";
+    let refused = |out: &DockerOut| {
+        assert!(
+            out.stdout.contains("rc=255") && out.stderr.contains("error: shutting down"),
+            "ihkosctl shutdown from a container was not refused: {} {}",
+            out.stdout,
+            out.stderr
+        );
+    };
+    refused(
+        &d.try_docker(
+            &[
+                run,
+                &["-e", "LWK_KERNEL=mckernel", IMAGE, "sh", "-c", attack],
+            ]
+            .concat(),
+        ),
+    );
+    refused(&d.try_docker(&["exec", &name, "sh", "-c", attack]));
+    assert_eq!(w.tool("ihkosctl", &["0", "get", "status"]), "RUNNING");
+    let out = exec_parent(&["-e", "LWK_EXEC=mckernel"]);
+    assert!(
+        out.contains("mcexec"),
+        "the LWK is gone after the attack: {out}"
+    );
     remove(2);
 
     // A container started with LWK_EXEC runs every docker exec on the LWK, unless one
@@ -496,5 +524,15 @@ fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
         "not on the reserved mOS CPU: {}",
         out.stdout
     );
-    w.assert_booted_and_torn_down("mos", 1);
+    // lwkctl (yod's closure under its name) cannot delete the partition from a container.
+    let attack = "ln -sf /dev/.lwk/yod/bin/yod /tmp/lwkctl; /tmp/lwkctl -d -f; echo rc=$?";
+    let out = d.try_docker(&[run, &["-e", "LWK_KERNEL=mos", IMAGE, "sh", "-c", attack]].concat());
+    assert!(
+        out.stdout.contains("rc=1") && out.stderr.contains("lwk_config: Read-only file system"),
+        "lwkctl -d from a container was not refused: {} {}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(w.count("lwkctl\t-d -f"), 0, "{}", w.calls());
+    w.assert_booted_and_torn_down("mos", 2);
 }

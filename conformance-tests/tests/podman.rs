@@ -82,7 +82,18 @@ fn podman_end_to_end() {
             "not run under mcexec on the LWK CPU: {}",
             out.stdout
         );
-        w.assert_booted_and_torn_down("mckernel", 1);
+        // Under podman's default seccomp profile too, a container cannot shut the LWK
+        // down (the launcher's closure under ihkosctl's name).
+        let attack = "ln -sf /dev/.lwk/mcexec/bin/mcexec /tmp/ihkosctl; \
+                      /tmp/ihkosctl 0 shutdown; echo rc=$?";
+        let out = podman_run(&["-e", "LWK_KERNEL=mckernel"], &["/bin/sh", "-c", attack]);
+        assert!(
+            out.stdout.contains("rc=255") && out.stderr.contains("error: shutting down"),
+            "ihkosctl shutdown from a container was not refused: {}",
+            ctx.explain(&out)
+        );
+        assert_eq!(w.count("\t0 shutdown\t"), 0, "{}", w.calls());
+        w.assert_booted_and_torn_down("mckernel", 2);
     }
     let out = podman_cmd(&["ps", "-aq"]);
     assert_eq!(
