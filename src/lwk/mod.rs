@@ -419,18 +419,16 @@ fn place_launcher(
     if pidns::shares_our_namespace(init_pid).map_err(pid_err)? {
         return Ok(()); // host pids are node-unique already
     }
-    let own = pidns::ns_inode(init_pid).map_err(pid_err)?;
     let pid_keyed = |l: &lease::Lease| driver::for_kind(cfg, l.kernel).needs_pid_slot();
-    // Other LWK containers' namespaces, from a lock-free look at the table: a container
-    // that appears meanwhile has not started, and its slot is seen under the lock below.
-    let mut namespaces: std::collections::BTreeSet<u64> = lease::read_leases(&cfg.lease_dir)
+    // Other LWK containers, from a lock-free look at the table: a container that appears
+    // meanwhile has not started, and its slot is seen under the lock below.
+    let mut inits: Vec<i32> = lease::read_leases(&cfg.lease_dir)
         .iter()
         .filter(|(_, l)| pid_keyed(l))
         .filter_map(|(_, l)| l.init_pid)
-        .filter_map(|p| pidns::ns_inode(p).ok())
+        .filter(|p| *p != init_pid)
         .collect();
-    namespaces.insert(own);
-    let in_use = pidns::pids_in_use(&namespaces, own);
+    inits.push(init_pid);
     let host_pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -441,6 +439,8 @@ fn place_launcher(
         pidns::ns_pid_max(init_pid).map_err(pid_err)?,
         host_pid_max,
     );
+    // Above the host's pid_max no host process can be: its pids need no look.
+    let in_use = pidns::pids_in_use(&inits, init_pid, space.lo < host_pid_max);
     let placed = lease::place_slot(cfg, root, id, |others| {
         let taken = others
             .iter()

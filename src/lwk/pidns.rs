@@ -36,6 +36,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 const STACK: usize = 64 * 1024;
 
@@ -223,29 +224,49 @@ pub struct InUse {
     pub fronts: Vec<u32>,
 }
 
-/// The pids in use in the host's PID namespace and in `namespaces` (by inode; the
-/// container's own among them, whose front is left out). Only those matter: no other
-/// process can open an LWK device. A process's pid in its own namespace is the last
-/// `NSpid` of its status; for the host's it is its /proc entry.
-pub fn pids_in_use(namespaces: &BTreeSet<u64>, own: u64) -> InUse {
-    let host = ns_inode_of("/proc/self/ns/pid").unwrap_or(0);
-    let mut highest: BTreeMap<u64, u32> = BTreeMap::new();
+/// The pids in use in the PID namespaces of `inits` (host pids of a process in each; the
+/// container's own among them, whose front is left out), and with `host` in the host's.
+/// Only those matter: no other process can open an LWK device.
+///
+/// A container's namespace is read through its own /proc (one directory listing),
+/// once that is shown to be a procfs of that very namespace (its pid 1 is in it); else,
+/// and for the host, from the host's /proc (the last `NSpid` of each process's status).
+pub fn pids_in_use(inits: &[i32], own: i32, host: bool) -> InUse {
     let mut pids = BTreeSet::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return InUse::default();
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
+    let mut fronts = Vec::new();
+    let mut unread: BTreeMap<u64, bool> = BTreeMap::new(); // ns -> is the own one
+    for &init in inits {
+        let Ok(ns) = ns_inode(init) else {
+            continue; // gone
         };
+        match listed_pids(init, ns) {
+            Some(local) => {
+                if init != own {
+                    fronts.extend(local.iter().max());
+                }
+                pids.extend(local);
+            }
+            None => {
+                unread.insert(ns, init == own);
+            }
+        }
+    }
+    if !host && unread.is_empty() {
+        return InUse { pids, fronts };
+    }
+    let host_ns = ns_inode_of("/proc/self/ns/pid").unwrap_or(0);
+    let mut highest: BTreeMap<u64, u32> = BTreeMap::new();
+    for pid in numeric_entries(Path::new("/proc")) {
         let Ok(ns) = ns_inode(pid as i32) else {
             continue; // gone meanwhile
         };
-        if ns == host {
-            pids.insert(pid);
+        if ns == host_ns {
+            if host {
+                pids.insert(pid);
+            }
             continue;
         }
-        if !namespaces.contains(&ns) {
+        if !unread.contains_key(&ns) {
             continue;
         }
         let local = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -257,14 +278,35 @@ pub fn pids_in_use(namespaces: &BTreeSet<u64>, own: u64) -> InUse {
             *h = (*h).max(local);
         }
     }
-    InUse {
-        pids,
-        fronts: highest
+    fronts.extend(
+        highest
             .into_iter()
-            .filter(|(ns, _)| *ns != own)
-            .map(|(_, h)| h)
-            .collect(),
+            .filter(|(ns, _)| !unread.get(ns).copied().unwrap_or(false))
+            .map(|(_, h)| h),
+    );
+    InUse { pids, fronts }
+}
+
+/// The pids of namespace `ns` as its own procfs, seen through `init`'s root, lists
+/// them; None unless that /proc is a procfs of `ns` (its pid 1 is in `ns`).
+fn listed_pids(init: i32, ns: u64) -> Option<Vec<u32>> {
+    let proc_dir = PathBuf::from(format!("/proc/{init}/root/proc"));
+    let own = std::fs::metadata(format!("/proc/{init}/ns/pid")).ok()?;
+    let theirs = std::fs::metadata(proc_dir.join("1/ns/pid")).ok()?;
+    if (theirs.dev(), theirs.ino()) != (own.dev(), ns) {
+        return None;
     }
+    Some(numeric_entries(&proc_dir))
+}
+
+fn numeric_entries(dir: &Path) -> Vec<u32> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The last value of the `NSpid:` line of a /proc/<pid>/status.
@@ -326,21 +368,30 @@ impl SlotSpace {
 pub fn choose_slot(space: &SlotSpace, taken: &BTreeSet<u32>, in_use: &InUse) -> Option<u32> {
     let range = space.candidates();
     let span = u64::from(space.hi.saturating_sub(space.lo)).max(1);
-    let points: Vec<u64> = in_use
+    let lo = u64::from(space.lo);
+    // Positions on the circle [lo, hi), sorted; a front below lo (an old kernel's host
+    // range) counts as lo.
+    let pos = |p: u64| p.saturating_sub(lo) % span;
+    let mut points: Vec<u64> = in_use
         .fronts
         .iter()
-        .map(|f| u64::from(*f))
-        .chain(taken.iter().map(|t| space.first_pid(*t)))
+        .map(|f| pos(u64::from(*f)))
+        .chain(taken.iter().map(|t| pos(space.first_pid(*t))))
         .collect();
-    let lo = u64::from(space.lo);
+    points.sort_unstable();
+    // Circular distance to the nearest point: its neighbours in sorted order.
     let dist = |p: u64| -> u64 {
-        points
+        if points.is_empty() {
+            return 0;
+        }
+        let a = pos(p);
+        let i = points.partition_point(|q| *q <= a);
+        let below = points[(i + points.len() - 1) % points.len()];
+        let above = points[i % points.len()];
+        [below, above]
             .iter()
             .map(|q| {
-                // Positions on the circle [lo, hi): a front below lo (an old kernel's
-                // host range) counts as lo.
-                let (a, b) = (p.saturating_sub(lo) % span, q.saturating_sub(lo) % span);
-                let d = a.abs_diff(b);
+                let d = a.abs_diff(*q);
                 d.min(span - d)
             })
             .min()
@@ -423,6 +474,56 @@ mod tests {
     }
 
     #[test]
+    fn the_choice_agrees_with_a_brute_force_search() {
+        let s = SlotSpace::new(1000, 100, 30_000, 30_000);
+        let mut x: u64 = 12345;
+        let mut next = |m: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % m
+        };
+        for _ in 0..50 {
+            let fronts: Vec<u32> = (0..next(6)).map(|_| 300 + next(30_000) as u32).collect();
+            let taken: BTreeSet<u32> = (0..next(6)).map(|_| next(290) as u32).collect();
+            let in_use = InUse {
+                pids: fronts.iter().copied().collect(),
+                fronts: fronts.clone(),
+            };
+            let span = u64::from(s.hi - s.lo);
+            let pos = |p: u64| p.saturating_sub(u64::from(s.lo)) % span;
+            let points: Vec<u64> = fronts
+                .iter()
+                .map(|f| pos(u64::from(*f)))
+                .chain(taken.iter().map(|t| pos(s.first_pid(*t))))
+                .collect();
+            let brute = s
+                .candidates()
+                .filter(|c| !taken.contains(c))
+                .filter(|c| {
+                    let p = s.first_pid(*c) as u32;
+                    in_use.pids.range(p..p + s.stride).next().is_none()
+                })
+                .map(|c| {
+                    let a = pos(s.first_pid(c));
+                    let d = points
+                        .iter()
+                        .map(|q| a.abs_diff(*q).min(span - a.abs_diff(*q)))
+                        .min()
+                        .unwrap_or(0);
+                    (d, std::cmp::Reverse(c))
+                })
+                .max()
+                .map(|(_, std::cmp::Reverse(c))| c);
+            assert_eq!(
+                choose_slot(&s, &taken, &in_use),
+                brute,
+                "{fronts:?} {taken:?}"
+            );
+        }
+    }
+
+    #[test]
     fn innermost_pid_is_the_last_nspid() {
         let st = "Name:\tsh\nNSpid:\t4242\t33001\nPPid:\t1\n";
         assert_eq!(innermost_pid(st), Some(33001));
@@ -435,30 +536,63 @@ mod tests {
         assert!(!set_ns_last_pid(me, 5000).unwrap());
     }
 
-    #[test]
-    fn the_next_fork_in_the_namespace_gets_the_pid() {
-        // A process in a new PID namespace: unshare's child is its PID 1.
-        let mut init = match std::process::Command::new("unshare")
-            .args(["--pid", "--fork", "sleep", "30"])
+    /// `unshare --pid --fork [extra] sleep 30`, and the host pid of the namespace's PID 1
+    /// (unshare's child); None where unshare is unavailable.
+    fn namespace(extra: &[&str]) -> Option<(std::process::Child, i32)> {
+        let init = match std::process::Command::new("unshare")
+            .args(["--pid", "--fork"])
+            .args(extra)
+            .args(["sleep", "30"])
             .spawn()
         {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("unshare unavailable ({e}); skipping");
-                return;
+                return None;
             }
         };
-        // unshare forks `sleep` as the namespace's PID 1; find it.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let ns_pid = loop {
+        loop {
             let kids =
                 std::fs::read_to_string(format!("/proc/{}/task/{}/children", init.id(), init.id()))
                     .unwrap_or_default();
+            // Once it runs sleep, unshare's set-up (the /proc mount) is done.
             if let Some(p) = kids.split_whitespace().next() {
-                break p.parse::<i32>().unwrap();
+                let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+                if comm.trim() == "sleep" {
+                    return Some((init, p.parse::<i32>().unwrap()));
+                }
             }
             assert!(std::time::Instant::now() < deadline, "no namespace init");
             std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn pids_in_use_come_from_the_namespaces_own_proc_or_else_from_the_hosts() {
+        for extra in [&["--mount-proc"][..], &[]] {
+            let Some((mut unshare, ns_init)) = namespace(extra) else {
+                return;
+            };
+            // Its own proc lists it (with --mount-proc); the host's NSpid finds it anyway.
+            assert_eq!(
+                listed_pids(ns_init, ns_inode(ns_init).unwrap()).is_some(),
+                !extra.is_empty()
+            );
+            let seen = pids_in_use(&[ns_init], 0, false);
+            let mine = pids_in_use(&[ns_init], ns_init, false);
+            let _ = unshare.kill();
+            let _ = unshare.wait();
+            assert!(seen.pids.contains(&1), "{extra:?}: {seen:?}");
+            assert_eq!(seen.fronts, vec![1], "{extra:?}");
+            assert!(mine.fronts.is_empty(), "{extra:?}: the own front counts");
+        }
+    }
+
+    #[test]
+    fn the_next_fork_in_the_namespace_gets_the_pid() {
+        let Some((mut init, ns_pid)) = namespace(&[]) else {
+            return;
         };
         assert!(set_ns_last_pid(ns_pid, 4321).unwrap());
         // The namespace's next pid is 4322: enter it and look.
