@@ -31,6 +31,15 @@ fn run_detached(w: &World, ctx: &Ctx, bundle: &Path, id: &str) -> PathBuf {
     out.stdout_path
 }
 
+/// A neighbour: an LWK container run in the background from `cfg`, once it printed
+/// `ready`. Returns its id.
+fn start_neighbour(w: &World, ctx: &Ctx, cfg: &Value, ready: &str) -> String {
+    let id = ctx.id("nb");
+    let b = ctx.bundle(&id, cfg);
+    wait_output(&run_detached(w, ctx, &b, &id), ready);
+    id
+}
+
 fn wait_output(path: &Path, what: &str) -> String {
     wait_for(Duration::from_secs(20), what, || {
         let t = fs::read_to_string(path).unwrap_or_default();
@@ -84,16 +93,12 @@ fn a_mckernel_container_cannot_shut_down_boot_or_reload_the_lwk() {
     let ctx = Ctx::new();
     let w = World::new(&ctx, "");
     // A neighbour using the LWK the whole time.
-    let nb = ctx.bundle(
-        "n",
-        &lwk_config(
-            "mckernel",
-            "echo neighbour-up; sleep 30; echo neighbour-done",
-        ),
+    let n = start_neighbour(
+        &w,
+        &ctx,
+        &lwk_config("mckernel", "echo neighbour-up; sleep 30"),
+        "neighbour-up",
     );
-    let n = ctx.id("nb");
-    let n_out = run_detached(&w, &ctx, &nb, &n);
-    wait_output(&n_out, "neighbour-up");
 
     // The attack from a container's own process.
     let ab = ctx.bundle("a", &lwk_config("mckernel", MCKERNEL_ATTACK));
@@ -128,10 +133,7 @@ fn mos_node_with_a_neighbour(ctx: &Ctx) -> (World, String) {
         .as_array_mut()
         .unwrap()
         .push(json!("LWK_ARGS=-C 1 -M 16M"));
-    let nb = ctx.bundle("n", &cfg);
-    let n = ctx.id("nb");
-    let n_out = run_detached(&w, ctx, &nb, &n);
-    wait_output(&n_out, "neighbour-up");
+    let n = start_neighbour(&w, ctx, &cfg, "neighbour-up");
     (w, n)
 }
 
@@ -283,10 +285,7 @@ fn launcher_of(stdout: &str) -> u32 {
 fn a_neighbour_holding_a_launchers_pid_before_or_after_it_starts_cannot_take_it() {
     let ctx = Ctx::new();
     let w = World::new(&ctx, "");
-    let nb = ctx.bundle("n", &lwk_config("mckernel", "echo up; sleep 60"));
-    let n = ctx.id("nb");
-    let n_out = run_detached(&w, &ctx, &nb, &n);
-    wait_output(&n_out, "up");
+    let n = start_neighbour(&w, &ctx, &lwk_config("mckernel", "echo up; sleep 60"), "up");
 
     // Where the next container's launcher goes on this node.
     let vb = ctx.bundle("v", &lwk_config("mckernel", "echo launcher=$PPID"));
@@ -363,16 +362,15 @@ fn a_container_running_many_launchers_never_meets_a_neighbours() {
     let a_out = run_detached(&w, &ctx, &ab, &a);
     // The neighbour holds two adjacent pids with launchers (its own, and one its
     // workload runs), so a walk in steps of two cannot step over both.
-    let nb = ctx.bundle(
-        "n",
+    let n = start_neighbour(
+        &w,
+        &ctx,
         &lwk_config(
             "mckernel",
             "exec /dev/.lwk/mcexec/bin/mcexec 0 /bin/sh -c 'echo up; sleep 60'",
         ),
+        "up",
     );
-    let n = ctx.id("nb");
-    let n_out = run_detached(&w, &ctx, &nb, &n);
-    wait_output(&n_out, "up");
     fs::write(ab.join("rootfs/tmp/go"), "").unwrap();
     let text = wait_output(&a_out, "runs-done");
     let err = fs::read_to_string(a_out.with_extension("stderr")).unwrap_or_default();

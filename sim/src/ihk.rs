@@ -390,6 +390,15 @@ pub fn atoi(s: &str) -> u32 {
     d.parse().unwrap_or(0)
 }
 
+/// `perror("open")` and exit 1, as both tools do when the device does not open.
+fn open_failed(e: &io::Error) -> i32 {
+    eprintln!(
+        "open: {}",
+        strerror(e.raw_os_error().unwrap_or(libc::ENOENT))
+    );
+    1
+}
+
 /// Exit status of a C tool returning -1: 255.
 const FAIL: i32 = 255;
 
@@ -407,13 +416,7 @@ pub fn ihkconfig(argv: &[String]) -> i32 {
     // The real tool opens /dev/mcd<N> O_RDWR; our file is mode 0600 like the node.
     let f = match OpenOptions::new().read(true).write(true).open(&mcd) {
         Ok(f) => f,
-        Err(e) => {
-            eprintln!(
-                "open: {}",
-                strerror(e.raw_os_error().unwrap_or(libc::ENOENT))
-            );
-            return 1;
-        }
+        Err(e) => return open_failed(&e),
     };
     // Loaded on first use: most calls (`get status` above all) never need it.
     let t = std::cell::LazyCell::new(Topology::load);
@@ -835,13 +838,7 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
     let write = !matches!(argv[2].as_str(), "get" | "kmsg" | "query");
     let file = match open_instance(&path, write).or_else(|_| open_instance(&path, false)) {
         Ok(f) => f,
-        Err(e) => {
-            eprintln!(
-                "open: {}",
-                strerror(e.raw_os_error().unwrap_or(libc::ENOENT))
-            );
-            return 1;
-        }
+        Err(e) => return open_failed(&e),
     };
     // A destroyed instance (an old inode still bind-mounted) is gone.
     if read_instance(&file)

@@ -236,30 +236,23 @@ fn bind(host: &Path, dest: &Path, opts: &[&str]) -> Mount {
 
 /// The /dev Docker, podman and runc specs mount.
 fn dev_tmpfs() -> Mount {
-    let mut m = Mount::default();
-    m.set_destination(PathBuf::from("/dev"));
-    m.set_typ(Some("tmpfs".into()));
-    m.set_source(Some("tmpfs".into()));
-    m.set_options(Some(
-        ["nosuid", "strictatime", "mode=755", "size=65536k"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    ));
-    m
+    tmpfs(
+        Path::new("/dev"),
+        &["nosuid", "strictatime", "mode=755", "size=65536k"],
+    )
 }
 
+/// A small tmpfs for a bind to land on.
 fn tmpfs_mount(dest: &Path) -> Mount {
+    tmpfs(dest, &["nosuid", "noexec", "mode=755", "size=64k"])
+}
+
+fn tmpfs(dest: &Path, opts: &[&str]) -> Mount {
     let mut m = Mount::default();
     m.set_destination(dest.to_path_buf());
     m.set_typ(Some("tmpfs".into()));
     m.set_source(Some("tmpfs".into()));
-    m.set_options(Some(
-        ["nosuid", "noexec", "mode=755", "size=64k"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    ));
+    m.set_options(Some(opts.iter().map(|s| s.to_string()).collect()));
     m
 }
 
