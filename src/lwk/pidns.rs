@@ -398,17 +398,63 @@ pub fn choose_slot(space: &SlotSpace, taken: &BTreeSet<u32>, in_use: &InUse) -> 
             .unwrap_or(0)
     };
     let stride = u64::from(space.stride);
-    range
-        .filter(|s| !taken.contains(s))
-        .filter(|s| {
-            let p = space.first_pid(*s);
-            let (a, b) = (p as u32, (p + stride).min(u64::from(u32::MAX)) as u32);
-            in_use.pids.range(a..b).next().is_none()
-        })
-        .map(|s| (dist(space.first_pid(s)), s))
-        // max_by_key keeps the last maximum; reverse the slot so ties go to the lowest.
-        .max_by_key(|(d, s)| (*d, std::cmp::Reverse(*s)))
-        .map(|(_, s)| s)
+    let eligible = |s: u32| {
+        let p = space.first_pid(s);
+        let (a, b) = (p as u32, (p + stride).min(u64::from(u32::MAX)) as u32);
+        !taken.contains(&s) && in_use.pids.range(a..b).next().is_none()
+    };
+    let (first, end) = (range.start, range.end);
+    if first >= end {
+        return None;
+    }
+    // The nearest eligible slot from `s` on, going down or up round the range.
+    let search = |s: u32, down: bool| -> Option<u32> {
+        let mut s = s;
+        for _ in first..end {
+            if eligible(s) {
+                return Some(s);
+            }
+            s = match (down, s) {
+                (true, s) if s == first => end - 1,
+                (true, s) => s - 1,
+                (false, s) if s + 1 == end => first,
+                (false, s) => s + 1,
+            };
+        }
+        None
+    };
+    if points.is_empty() {
+        return search(first, false);
+    }
+    // Within a gap between two neighbouring points the distance rises to the middle and
+    // falls after it, so the best slot of each gap is the eligible one nearest its middle
+    // from below or from above; the best of those wins, the lowest on ties (the same
+    // answer as trying every slot, without trying every slot).
+    let slot_at_or_below = |t: u64| -> u32 {
+        let at = (lo + t)
+            .checked_sub(u64::from(space.base))
+            .map(|v| v / stride);
+        match at {
+            Some(s) if s >= u64::from(first) && s < u64::from(end) => s as u32,
+            _ => end - 1,
+        }
+    };
+    let mut tried = Vec::with_capacity(2 * points.len());
+    for (i, a) in points.iter().enumerate() {
+        let b = match points.get(i + 1) {
+            Some(b) => *b,
+            None => points[0] + span,
+        };
+        let below = slot_at_or_below((a + (b - a) / 2) % span);
+        let above = if below + 1 == end { first } else { below + 1 };
+        tried.extend(search(below, true));
+        tried.extend(search(above, false));
+    }
+    tried
+        .into_iter()
+        .map(|s| (dist(space.first_pid(s)), std::cmp::Reverse(s)))
+        .max()
+        .map(|(_, std::cmp::Reverse(s))| s)
 }
 
 #[cfg(test)]
@@ -475,51 +521,65 @@ mod tests {
 
     #[test]
     fn the_choice_agrees_with_a_brute_force_search() {
-        let s = SlotSpace::new(1000, 100, 30_000, 30_000);
-        let mut x: u64 = 12345;
-        let mut next = |m: u64| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) % m
-        };
-        for _ in 0..50 {
-            let fronts: Vec<u32> = (0..next(6)).map(|_| 300 + next(30_000) as u32).collect();
-            let taken: BTreeSet<u32> = (0..next(6)).map(|_| next(290) as u32).collect();
-            let in_use = InUse {
-                pids: fronts.iter().copied().collect(),
-                fronts: fronts.clone(),
-            };
-            let span = u64::from(s.hi - s.lo);
-            let pos = |p: u64| p.saturating_sub(u64::from(s.lo)) % span;
-            let points: Vec<u64> = fronts
-                .iter()
-                .map(|f| pos(u64::from(*f)))
-                .chain(taken.iter().map(|t| pos(s.first_pid(*t))))
-                .collect();
-            let brute = s
-                .candidates()
-                .filter(|c| !taken.contains(c))
-                .filter(|c| {
-                    let p = s.first_pid(*c) as u32;
-                    in_use.pids.range(p..p + s.stride).next().is_none()
-                })
-                .map(|c| {
-                    let a = pos(s.first_pid(c));
-                    let d = points
-                        .iter()
-                        .map(|q| a.abs_diff(*q).min(span - a.abs_diff(*q)))
-                        .min()
-                        .unwrap_or(0);
-                    (d, std::cmp::Reverse(c))
-                })
-                .max()
-                .map(|(_, std::cmp::Reverse(c))| c);
-            assert_eq!(
-                choose_slot(&s, &taken, &in_use),
-                brute,
-                "{fronts:?} {taken:?}"
+        let x = std::cell::Cell::new(12345u64);
+        let next = |m: u64| {
+            x.set(
+                x.get()
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407),
             );
+            (x.get() >> 33) % m
+        };
+        // Slots aligned with the range, and (per-namespace pid_max) offset from it.
+        for s in [
+            SlotSpace::new(1000, 100, 30_000, 30_000),
+            SlotSpace::new(1000, 300, 60_000, 30_000),
+        ] {
+            let (lo, hi) = (u64::from(s.lo), u64::from(s.hi));
+            let range = s.candidates();
+            for _ in 0..300 {
+                let pid = |below: u64| (lo - below + next(hi - lo + below)) as u32;
+                let fronts: Vec<u32> = (0..next(6)).map(|_| pid(1000)).collect();
+                // Some pids in use anywhere, most of them not fronts (held, not heading).
+                let held: Vec<u32> = (0..next(60)).map(|_| pid(0)).collect();
+                let taken: BTreeSet<u32> = (0..next(40))
+                    .map(|_| range.start + next(u64::from(range.end - range.start)) as u32)
+                    .collect();
+                let in_use = InUse {
+                    pids: fronts.iter().chain(&held).copied().collect(),
+                    fronts: fronts.clone(),
+                };
+                let span = hi - lo;
+                let pos = |p: u64| p.saturating_sub(lo) % span;
+                let points: Vec<u64> = fronts
+                    .iter()
+                    .map(|f| pos(u64::from(*f)))
+                    .chain(taken.iter().map(|t| pos(s.first_pid(*t))))
+                    .collect();
+                let brute = s
+                    .candidates()
+                    .filter(|c| !taken.contains(c))
+                    .filter(|c| {
+                        let p = s.first_pid(*c) as u32;
+                        in_use.pids.range(p..p + s.stride).next().is_none()
+                    })
+                    .map(|c| {
+                        let a = pos(s.first_pid(c));
+                        let d = points
+                            .iter()
+                            .map(|q| a.abs_diff(*q).min(span - a.abs_diff(*q)))
+                            .min()
+                            .unwrap_or(0);
+                        (d, std::cmp::Reverse(c))
+                    })
+                    .max()
+                    .map(|(_, std::cmp::Reverse(c))| c);
+                assert_eq!(
+                    choose_slot(&s, &taken, &in_use),
+                    brute,
+                    "{s:?} {fronts:?} {held:?} {taken:?}"
+                );
+            }
         }
     }
 
