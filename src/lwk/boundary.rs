@@ -31,6 +31,8 @@
 //!
 //! Only the loading thread carries the filter: the runtime's other work (a teardown
 //! after a failed create runs the site's tools, which must manage the LWK) does not.
+//! The createRuntime and prestart hooks libcontainer runs from that thread carry it too:
+//! booting and tearing down are lwk-runc's own job, never a hook's.
 //! The kernel passes the request to the driver as 32 bits, so the comparisons are masked
 //! to 32 bits; a value with high bits set cannot slip through. A runtime that is not
 //! root installs nothing: its containers cannot have euid 0, which the module refuses.
