@@ -300,7 +300,11 @@ fn kernel(cfg: &Config, kind: LwkKind, leases: &[(String, Lease)]) -> Vec<Findin
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(32768);
-        let slots = pid_max.saturating_sub(cfg.pid_base) / cfg.pid_stride.max(1);
+        // A container's namespace may reach beyond the host's (Linux 6.14+): see pidns.rs.
+        let ns_max = crate::lwk::pidns::fresh_ns_pid_max().unwrap_or(pid_max);
+        let space =
+            crate::lwk::pidns::SlotSpace::new(cfg.pid_base, cfg.pid_stride, ns_max, pid_max);
+        let slots = space.candidates().len();
         out.push(if slots == 0 {
             Finding::fail(
                 "pid slots",
@@ -308,7 +312,7 @@ fn kernel(cfg: &Config, kind: LwkKind, leases: &[(String, Lease)]) -> Vec<Findin
                 "raise kernel.pid_max or lower pid_base/pid_stride",
             )
         } else {
-            Finding::ok("pid slots", format!("{slots} LWK containers at a time (pid_max {pid_max}, pid_base {}, pid_stride {})", cfg.pid_base, cfg.pid_stride))
+            Finding::ok("pid slots", format!("{slots} LWK containers at a time (a container's pid_max {ns_max}, the host's {pid_max}, pid_base {}, pid_stride {})", cfg.pid_base, cfg.pid_stride))
         });
     }
     let (launcher, key) = drv.launcher();

@@ -120,7 +120,13 @@ extern "C" fn enterer(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: as in `writer`; the writer's stack is a separate buffer of the parent's.
     unsafe {
         let job = &*(arg as *const Job);
-        if libc::setns(job.ns_fd, libc::CLONE_NEWPID) != 0 {
+        // No namespace given: a fresh one, whose pid 1 the worker becomes.
+        let entered = if job.ns_fd < 0 {
+            libc::unshare(libc::CLONE_NEWPID)
+        } else {
+            libc::setns(job.ns_fd, libc::CLONE_NEWPID)
+        };
+        if entered != 0 {
             return SETNS_FAILED;
         }
         let pid = libc::clone(
@@ -156,28 +162,38 @@ pub fn set_ns_last_pid(init_pid: i32, last: u32) -> std::io::Result<bool> {
     if shares_our_namespace(init_pid)? {
         return Ok(false);
     }
-    ns_sysctl(init_pid, "ns_last_pid", &last.to_string())?;
+    ns_sysctl(Some(init_pid), "ns_last_pid", &last.to_string())?;
     Ok(true)
 }
 
 /// `kernel.pid_max` as the container's PID namespace sees it (its own since Linux 6.14).
 pub fn ns_pid_max(init_pid: i32) -> std::io::Result<u32> {
-    ns_sysctl(init_pid, "pid_max", "")?
-        .trim()
-        .parse()
-        .map_err(std::io::Error::other)
+    parse_pid_max(ns_sysctl(Some(init_pid), "pid_max", "")?)
 }
 
-/// Write `value` to `/proc/sys/kernel/<name>` inside the PID namespace of `init_pid`, or
-/// read it when `value` is empty.
-fn ns_sysctl(init_pid: i32, name: &str, value: &str) -> std::io::Result<String> {
-    let fd = std::fs::File::open(format!("/proc/{init_pid}/ns/pid"))?;
+/// `kernel.pid_max` as a new PID namespace starts with: the host's before Linux 6.14,
+/// its own (4194304) since.
+pub fn fresh_ns_pid_max() -> std::io::Result<u32> {
+    parse_pid_max(ns_sysctl(None, "pid_max", "")?)
+}
+
+fn parse_pid_max(s: String) -> std::io::Result<u32> {
+    s.trim().parse().map_err(std::io::Error::other)
+}
+
+/// Write `value` to `/proc/sys/kernel/<name>` inside the PID namespace of `init_pid` (a
+/// fresh one for None), or read it when `value` is empty.
+fn ns_sysctl(init_pid: Option<i32>, name: &str, value: &str) -> std::io::Result<String> {
+    let fd = match init_pid {
+        Some(p) => Some(std::fs::File::open(format!("/proc/{p}/ns/pid"))?),
+        None => None,
+    };
     let mut stacks = vec![0u8; 2 * STACK];
     let (enterer_stack, writer_stack) = stacks.split_at_mut(STACK);
     let mut buf = [0u8; 64];
     let mut read: isize = 0;
     let job = Job {
-        ns_fd: fd.as_raw_fd(),
+        ns_fd: fd.as_ref().map_or(-1, |f| f.as_raw_fd()),
         path: CString::new(format!("/proc/sys/kernel/{name}")).map_err(std::io::Error::other)?,
         value: value.as_bytes().to_vec(),
         buf: buf.as_mut_ptr(),
@@ -588,6 +604,16 @@ mod tests {
         let st = "Name:\tsh\nNSpid:\t4242\t33001\nPPid:\t1\n";
         assert_eq!(innermost_pid(st), Some(33001));
         assert_eq!(innermost_pid("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn a_fresh_namespace_has_a_pid_max_of_at_least_the_hosts() {
+        let host: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(fresh_ns_pid_max().unwrap() >= host);
     }
 
     #[test]
