@@ -185,7 +185,16 @@ fn fx() -> &'static Fixture {
 
 fn build_fixture(podman: PathBuf) -> Fixture {
     {
-        let dir = workspace_root().join("target/images-test");
+        // Short and per checkout: podman refuses a runroot path over 50 bytes, which a
+        // directory under a deep clone's target/ easily is.
+        let tag = workspace_root()
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0x811c9dc5u32, |h, &b| {
+                (h ^ u32::from(b)).wrapping_mul(0x01000193)
+            });
+        let dir = std::env::temp_dir().join(format!("lwk-img-{tag:08x}"));
         stop_leftovers(&dir);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
