@@ -5,7 +5,9 @@
 //! `run.lwk.args` or `LWK_ARGS` and are checked token by token against the kernel's
 //! allow-list: they end up on a root-run launcher's command line, so anything that could
 //! name a file, smuggle a positional argument or reach a shell is refused here, before
-//! any lock is taken or anything is reserved.
+//! any lock is taken or anything is reserved. Lengths are capped too ([`MAX_ARGS_BYTES`],
+//! [`MAX_TOKEN_BYTES`]): launcher options are short, and a huge value would otherwise
+//! pass, boot the LWK, and fail only at `start` with E2BIG.
 //!
 //! Processes started with `exec` run on Linux unless their own env asks for the LWK.
 //! Engines build an exec'd process's env from the container's (Docker merges the
@@ -41,6 +43,20 @@ pub const ENV_EXEC: &str = "LWK_EXEC";
 const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 /// CRI-O spells it differently.
 const CRIO_CONTAINER_TYPE: &str = "io.kubernetes.cri-o.ContainerType";
+/// The longest launcher-option text (`run.lwk.args`, `LWK_ARGS`) a container may give.
+pub const MAX_ARGS_BYTES: usize = 4096;
+/// The longest single launcher option or value.
+pub const MAX_TOKEN_BYTES: usize = 256;
+/// How much of a refused value an error message shows.
+const SHOWN: usize = 64;
+
+/// `v`, cut to [`SHOWN`] characters for an error message.
+fn shown(v: &str) -> String {
+    match v.char_indices().nth(SHOWN) {
+        Some((i, _)) => format!("{}… ({} bytes)", &v[..i], v.len()),
+        None => v.to_string(),
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
@@ -58,6 +74,8 @@ pub enum PolicyError {
         token: String,
         reason: String,
     },
+    #[error("{source_name} is {len} bytes long; launcher options may take at most {MAX_ARGS_BYTES} bytes (each option or value at most {MAX_TOKEN_BYTES}); give fewer or shorter options")]
+    TooLong { source_name: String, len: usize },
 }
 
 /// Where the request came from, for error messages.
@@ -170,7 +188,7 @@ fn parse_kernel(v: &str, source_name: &str) -> Result<Option<LwkKind>, PolicyErr
         "none" | "" | "linux" => Ok(None),
         _ => Err(PolicyError::UnknownKernel {
             source_name: source_name.into(),
-            value: v.into(),
+            value: shown(v),
         }),
     }
 }
@@ -204,9 +222,15 @@ pub fn check_args(
     text: &str,
     source_name: &str,
 ) -> Result<Vec<String>, PolicyError> {
+    if text.len() > MAX_ARGS_BYTES {
+        return Err(PolicyError::TooLong {
+            source_name: source_name.into(),
+            len: text.len(),
+        });
+    }
     let bad = |token: &str, reason: String| PolicyError::BadArg {
         source_name: source_name.into(),
-        token: token.into(),
+        token: shown(token),
         reason,
     };
     let lookup = |name: &str| -> Option<bool> {
@@ -219,6 +243,12 @@ pub fn check_args(
     let mut out = Vec::new();
     let mut tokens = text.split_whitespace();
     while let Some(tok) = tokens.next() {
+        if tok.len() > MAX_TOKEN_BYTES {
+            return Err(bad(
+                tok,
+                format!("longer than {MAX_TOKEN_BYTES} bytes; no launcher option is"),
+            ));
+        }
         if let Some(c) = tok.chars().find(|c| !safe_char(*c)) {
             return Err(bad(tok, char_reason(c)));
         }
@@ -252,6 +282,12 @@ pub fn check_args(
                 let v = tokens
                     .next()
                     .ok_or_else(|| bad(tok, format!("option {name} needs a value")))?;
+                if v.len() > MAX_TOKEN_BYTES {
+                    return Err(bad(
+                        v,
+                        format!("longer than {MAX_TOKEN_BYTES} bytes; no launcher value is"),
+                    ));
+                }
                 if let Some(c) = v.chars().find(|c| !safe_char(*c)) {
                     return Err(bad(v, char_reason(c)));
                 }
@@ -373,6 +409,29 @@ mod tests {
             .unwrap_err();
             assert!(e.to_string().contains(want), "{a}: {e}");
         }
+    }
+
+    #[test]
+    fn long_values_are_refused_with_the_limit_and_shown_cut() {
+        let c = cfg();
+        let huge = format!("LWK_ARGS=-t {}", "1".repeat(200 * 1024));
+        let e = decide(&c, None, &env(&["LWK_KERNEL=mckernel", &huge]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 4096 bytes") && e.len() < 400, "{e}");
+        let long = format!("LWK_ARGS=-t {}", "1".repeat(300));
+        let e = decide(&c, None, &env(&["LWK_KERNEL=mckernel", &long]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("longer than 256") && e.contains("(300 bytes)"),
+            "{e}"
+        );
+        let k = format!("LWK_KERNEL={}", "x".repeat(100_000));
+        let e = decide(&c, None, &env(&[&k])).unwrap_err().to_string();
+        assert!(e.contains("(100000 bytes)") && e.len() < 400, "{e}");
+        let e = decide_exec(&c, &env(&["LWK_KERNEL=mos", &huge]), &[]).unwrap_err();
+        assert!(matches!(e, PolicyError::TooLong { .. }), "{e}");
     }
 
     #[test]
