@@ -41,9 +41,10 @@ pub fn create(
         .with_context(|| format!("creating state root {}", ctx.root.display()))?;
 
     let config_path = bundle.join("config.json");
-    let spec = Spec::load(&config_path)
-        .map_err(|e| anyhow::anyhow!(describe(&e)))
-        .with_context(|| format!("loading {}", config_path.display()))?;
+    let spec = super::load_spec(&config_path)?;
+    if let Some(p) = spec.process() {
+        super::check_cwd(p.cwd(), &config_path)?;
+    }
 
     check_rlimits(&spec, &config_path)?;
 

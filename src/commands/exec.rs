@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
 
     let load_spec = || {
         let spec_path = container.bundle().join("config.json");
-        Spec::load(&spec_path)
+        super::load_spec(&spec_path)
             .with_context(|| format!("loading the container's spec {}", spec_path.display()))
     };
     let env_of = |spec: &Spec| {
@@ -44,7 +44,7 @@ pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
     // asking for anything (see lwk::policy on exec).
     let (mut process, inherited) = match &args.process {
         Some(path) => {
-            let data = std::fs::read(path)
+            let data = super::read_spec_file(path)
                 .with_context(|| format!("reading process file {}", path.display()))?;
             let process = serde_json::from_slice::<Process>(&data)
                 .with_context(|| format!("parsing process file {}", path.display()))?;
@@ -69,6 +69,12 @@ pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
             )
         }
     };
+
+    let origin = args
+        .process
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("the exec arguments"));
+    super::check_cwd(process.cwd(), &origin)?;
 
     // An exec'd process runs on Linux unless its own env asks for the LWK.
     let cfg = crate::config::Config::load()?;

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use libcontainer::container::{Container, ContainerStatus};
+use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{Cli, Command, GlobalOpts};
@@ -127,6 +128,50 @@ pub fn container_pid(ctx: &Ctx, id: &str) -> Option<i32> {
 }
 
 pub use create::describe as describe_error;
+
+/// The largest config.json (or process.json) read. Runtime-spec files are a few KiB; a
+/// process's args and env must fit the kernel's 2 MiB exec limit anyway. Parsing costs
+/// about eight times the file's size in memory, so this bounds `create` near 40 MiB.
+pub const MAX_SPEC_BYTES: u64 = 4 << 20;
+
+/// Read a runtime-spec JSON file of at most [`MAX_SPEC_BYTES`].
+pub fn read_spec_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut buf = Vec::new();
+    f.take(MAX_SPEC_BYTES + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if buf.len() as u64 > MAX_SPEC_BYTES {
+        bail!(
+            "{} is {} bytes; lwk-runc reads runtime-spec files of at most {MAX_SPEC_BYTES} bytes              (4 MiB), so it is refused unread: shrink it (large data belongs in the rootfs or a mount,              not in config.json)",
+            path.display(),
+            len.max(buf.len() as u64)
+        );
+    }
+    Ok(buf)
+}
+
+/// A bundle's config.json, bounded in size (see [`MAX_SPEC_BYTES`]).
+pub fn load_spec(path: &Path) -> Result<Spec> {
+    let buf = read_spec_file(path)?;
+    serde_json::from_slice(&buf).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// runtime-spec: `process.cwd` must be an absolute path; runc refuses any other with
+/// these words, before anything is set up.
+pub fn check_cwd(cwd: &Path, file: &Path) -> Result<()> {
+    if !cwd.is_absolute() {
+        bail!(
+            "Cwd must be an absolute path: process.cwd is {:?} in {}; give the full path              inside the container (e.g. \"/{}\")",
+            cwd.display().to_string(),
+            file.display(),
+            cwd.display()
+        );
+    }
+    Ok(())
+}
 
 /// runc's rule for container ids: `[\w+.-]+`, and not `.` or `..`. Checked before
 /// anything touches the state root, so a hostile id can never name a path.

@@ -40,9 +40,7 @@ pub fn write_bundle(
     let (mut spec, rootfs) = match (&a.bundle, &rootfs_arg) {
         (Some(b), None) => {
             let path = b.join("config.json");
-            let spec = Spec::load(&path)
-                .map_err(|e| anyhow::anyhow!(crate::commands::describe_error(&e)))
-                .with_context(|| format!("loading {}", path.display()))?;
+            let spec = crate::commands::load_spec(&path)?;
             let rel = spec
                 .root()
                 .as_ref()
