@@ -5,16 +5,20 @@
 //! Every key is documented in `config/config.toml`. Errors name the file, the key and
 //! the reason, because the person reading them is an operator editing that file.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::lwk::LwkKind;
+use crate::trust::{self, Untrusted};
 
 /// Where the config lives unless `LWK_RUNC_CONFIG` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/lwk-runc/config.toml";
 /// Env var that overrides [`DEFAULT_CONFIG_PATH`].
 pub const CONFIG_ENV: &str = "LWK_RUNC_CONFIG";
+/// A config file larger than this is refused unread (the shipped one is 6 KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -29,6 +33,19 @@ pub enum ConfigError {
         file: PathBuf,
         key: String,
         reason: String,
+    },
+    #[error("refusing LWK config {file}: {source}. lwk-runc runs the tools it names as root, so nobody but root may be able to change it: {fix}")]
+    Untrusted {
+        file: PathBuf,
+        source: Untrusted,
+        fix: String,
+    },
+    #[error("LWK config {file}: key `{key}`: refusing {source}. lwk-runc runs it as root, so nobody but root may be able to change it: {fix}")]
+    UntrustedTool {
+        file: PathBuf,
+        key: &'static str,
+        source: Untrusted,
+        fix: String,
     },
 }
 
@@ -70,6 +87,10 @@ pub struct Config {
     /// While containers share an LWK, how often (ms) a joining container re-checks its
     /// status; 0 = every one.
     pub status_recheck_ms: u64,
+    /// The longest wait (s) for the node lock or the closure-cache lock.
+    pub lock_timeout_secs: u64,
+    /// Whether a user other than root may run a container on an LWK that is already up.
+    pub rootless_join: bool,
     pub mckernel: McKernelConfig,
     pub mos: MosConfig,
     pub images: ImagesConfig,
@@ -305,6 +326,8 @@ impl Default for Config {
             pid_base: 1000,
             pid_stride: 500,
             status_recheck_ms: 1000,
+            lock_timeout_secs: 120,
+            rootless_join: false,
             mckernel: McKernelConfig::default(),
             mos: MosConfig::default(),
             images: ImagesConfig::default(),
@@ -324,15 +347,97 @@ impl Config {
         Self::load_from(&path)
     }
 
+    /// Refuses a file (or a directory on its path) that anyone but root could change,
+    /// and a file over [`MAX_CONFIG_BYTES`].
     pub fn load_from(path: &Path) -> Result<Config, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(source) => Err(ConfigError::Read {
-                file: path.to_path_buf(),
-                source,
-            }),
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        trust::check_path(&abs).map_err(|source| ConfigError::Untrusted {
+            file: path.to_path_buf(),
+            fix: source.fix(),
+            source,
+        })?;
+        let read_err = |source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        };
+        let f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) => return Err(read_err(e)),
+        };
+        let mut text = String::new();
+        f.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read_err)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(read_err(std::io::Error::other(format!(
+                "larger than {MAX_CONFIG_BYTES} bytes; this is not an lwk-runc config"
+            ))));
         }
+        Self::parse(&text, path)
+    }
+
+    /// The paths lwk-runc runs (or boots) as root for `kind` in its boot mode, with
+    /// their config keys.
+    pub fn trusted_paths(&self, kind: LwkKind) -> Vec<(&'static str, &Path)> {
+        let mut v: Vec<(&'static str, &Path)> = vec![("patchelf", &self.patchelf)];
+        match kind {
+            LwkKind::McKernel => {
+                let m = &self.mckernel;
+                v.push(("mckernel.ihkosctl", &m.ihkosctl));
+                v.push(("mckernel.mcexec", &m.mcexec));
+                match m.boot_mode {
+                    BootMode::Tools => {
+                        v.push(("mckernel.ihkconfig", &m.ihkconfig));
+                        v.push(("mckernel.image", &m.image));
+                    }
+                    BootMode::Script => {
+                        v.push(("mckernel.mcreboot", &m.mcreboot));
+                        v.push(("mckernel.mcstop", &m.mcstop));
+                    }
+                    BootMode::External => {}
+                }
+            }
+            LwkKind::Mos => {
+                v.push(("mos.yod", &self.mos.yod));
+                if self.mos.boot_mode == BootMode::Tools {
+                    v.push(("mos.lwkctl", &self.mos.lwkctl));
+                }
+            }
+        }
+        v
+    }
+
+    /// Refuse tools of `kind` that anyone but root could replace (each path checked
+    /// once per process).
+    pub fn check_tools(&self, kind: LwkKind) -> Result<(), ConfigError> {
+        static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let paths = self.trusted_paths(kind);
+        if DONE
+            .lock()
+            .is_ok_and(|d| paths.iter().all(|(_, p)| d.iter().any(|q| q == p)))
+        {
+            return Ok(());
+        }
+        for (key, path) in paths.iter().copied() {
+            trust::check_path(path).map_err(|source| ConfigError::UntrustedTool {
+                file: self.file_name(),
+                key,
+                fix: source.fix(),
+                source,
+            })?;
+        }
+        if let Ok(mut d) = DONE.lock() {
+            d.extend(paths.iter().map(|(_, p)| p.to_path_buf()));
+        }
+        Ok(())
+    }
+
+    /// The file this config came from, for messages.
+    pub fn file_name(&self) -> PathBuf {
+        self.source
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("(built-in defaults)"))
     }
 
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
@@ -404,6 +509,12 @@ impl Config {
         }
         if self.pid_stride < 2 {
             return Err(("pid_stride".into(), "must be at least 2".into()));
+        }
+        if !(1..=3600).contains(&self.lock_timeout_secs) {
+            return Err((
+                "lock_timeout_secs".into(),
+                "must be between 1 and 3600 (seconds)".into(),
+            ));
         }
         if self.status_recheck_ms > 60_000 {
             return Err((
@@ -646,7 +757,46 @@ mod tests {
     }
 
     #[test]
+    fn a_config_or_tool_others_may_change_is_refused_naming_the_key_and_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("lwk-cfg-trust-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = d.join("config.toml");
+        let tool = d.join("ihkosctl");
+        std::fs::write(&tool, "").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o757)).unwrap();
+        std::fs::write(
+            &file,
+            format!(
+                "[mckernel]\nenabled = true\ncpus = \"1\"\nihkosctl = \"{}\"\n",
+                tool.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o646)).unwrap();
+        let e = Config::load_from(&file).unwrap_err().to_string();
+        assert!(
+            e.contains("writable by others (mode 0646)") && e.contains("chmod go-w"),
+            "{e}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = Config::load_from(&file).unwrap();
+        let e = c.check_tools(LwkKind::McKernel).unwrap_err().to_string();
+        assert!(
+            e.contains("mckernel.ihkosctl") && e.contains(&tool.display().to_string()),
+            "{e}"
+        );
+        // mOS's tools are not McKernel's.
+        c.check_tools(LwkKind::Mos).unwrap();
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn semantic_errors_name_key() {
+        let s = parse("lock_timeout_secs = 0\n").unwrap_err().to_string();
+        assert!(s.contains("lock_timeout_secs"), "{s}");
         let s = parse("lease_dir = \"rel\"\n").unwrap_err().to_string();
         assert!(s.contains("`lease_dir`") && s.contains("absolute"), "{s}");
         let s = parse("[mckernel]\nenabled = true\ncpus = \"1\"\nkargs = \"x\"\n")

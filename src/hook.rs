@@ -4,8 +4,10 @@
 //! The hook reads the OCI state on stdin, the bundle's config.json for the container's
 //! annotations and env, and runs the same policy and lease code lwk-runc runs in-process.
 //! It does not rewrite the process (another runtime owns the spec); the container names
-//! the launcher itself. Leases taken by hooks live under a fixed pseudo-root so they never
-//! collide with lwk-runc's own.
+//! the launcher itself. Leases taken by hooks live under a pseudo-root made of
+//! [`HOOK_ROOT`] and the container's bundle, so they never collide with lwk-runc's own,
+//! nor two engines' containers that share an id; and `poststop` drops a lease only for
+//! the bundle it was called for, and never while the container holding it lives.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -16,8 +18,14 @@ use serde::Deserialize;
 use crate::config::Config;
 use crate::lwk::{self, lease, policy, LwkError};
 
-/// Lease root recorded for containers managed through hooks.
+/// Lease roots of containers managed through hooks start with this.
 pub const HOOK_ROOT: &str = "oci-hook";
+
+/// The lease root of a hook-managed container: its (canonical) bundle under
+/// [`HOOK_ROOT`], so two engines using one id for two containers hold two leases.
+fn hook_root(bundle: &Path) -> PathBuf {
+    PathBuf::from(format!("{HOOK_ROOT}:{}", bundle.display()))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
@@ -52,13 +60,14 @@ pub fn main(cfg: &Config, stage: &str) -> Result<(), HookError> {
 
 pub fn run(cfg: &Config, stage: &str, state: &[u8]) -> Result<(), HookError> {
     let st: State = serde_json::from_slice(state).map_err(|e| HookError::State(e.to_string()))?;
-    let root = Path::new(HOOK_ROOT);
+    let bundle = std::fs::canonicalize(&st.bundle).unwrap_or_else(|_| st.bundle.clone());
+    let root = &hook_root(&bundle);
     match stage {
         "prestart" | "createRuntime" => {
             let path = st.bundle.join("config.json");
-            let spec = oci_spec::runtime::Spec::load(&path).map_err(|e| HookError::Spec {
+            let spec = crate::commands::load_spec(&path).map_err(|e| HookError::Spec {
                 path: path.clone(),
-                reason: e.to_string(),
+                reason: format!("{e:#}"),
             })?;
             let mut ann = spec.annotations().clone().unwrap_or_default();
             ann.extend(st.annotations.clone().unwrap_or_default());
@@ -72,6 +81,16 @@ pub fn run(cfg: &Config, stage: &str, state: &[u8]) -> Result<(), HookError> {
                 source,
             })?;
             let Some(req) = req else { return Ok(()) };
+            let lwk_err = |source| LwkError::Lease {
+                id: st.id.clone(),
+                source,
+            };
+            lease::check_id(&st.id).map_err(lwk_err)?;
+            lwk::check_caller(cfg, &st.id, req.kind)?;
+            if !crate::trust::is_root() {
+                // Joins an LWK that is up; holds no lease (see lwk::rootless_join).
+                return Ok(lwk::rootless_join(cfg, &st.id, req.kind)?);
+            }
             let pid = st.pid.unwrap_or(0);
             let acquired = lease::acquire(
                 cfg,
@@ -79,7 +98,7 @@ pub fn run(cfg: &Config, stage: &str, state: &[u8]) -> Result<(), HookError> {
                 &lease::NewLease {
                     id: &st.id,
                     root,
-                    bundle: &st.bundle,
+                    bundle: &bundle,
                     owner_pid: pid,
                     init_pid: Some(pid),
                 },
@@ -92,7 +111,7 @@ pub fn run(cfg: &Config, stage: &str, state: &[u8]) -> Result<(), HookError> {
                 Ok(_) => {}
                 Err(source) => {
                     // The lease was taken before the check failed: it must not outlive us.
-                    let _ = lwk::release(cfg, root, &st.id);
+                    let _ = lease::release_taken(cfg, root, &st.id);
                     return Err(LwkError::Lease {
                         id: st.id.clone(),
                         source,
@@ -109,7 +128,18 @@ pub fn run(cfg: &Config, stage: &str, state: &[u8]) -> Result<(), HookError> {
             }
             Ok(())
         }
-        "poststop" => Ok(lwk::release(cfg, root, &st.id)?),
+        "poststop" => {
+            if !crate::trust::is_root() {
+                return Ok(());
+            }
+            lease::release_if(cfg, root, &st.id, |l| l.bundle == bundle).map_err(|source| {
+                LwkError::Lease {
+                    id: st.id.clone(),
+                    source,
+                }
+            })?;
+            Ok(())
+        }
         other => Err(HookError::Stage(other.into())),
     }
 }

@@ -13,6 +13,7 @@ mod console;
 mod doctor;
 mod engines;
 mod executor;
+mod flock;
 mod hook;
 mod host;
 mod image;
@@ -20,6 +21,7 @@ mod logging;
 mod lwk;
 mod overlay;
 mod seal;
+mod trust;
 
 use clap::Parser;
 

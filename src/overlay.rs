@@ -10,6 +10,11 @@
 //!
 //! The price, paid only by containers whose spec is rewritten: mounts the
 //! container makes with `rshared` propagation do not travel back to the host.
+//!
+//! A user other than root (joining an LWK under `rootless_join`) may not make a mount
+//! namespace from the host's; it first enters a user namespace of its own in which its
+//! uid and gid map to themselves, which owns the new mount namespace. Its identity
+//! (and so what it may reach on the host) does not change.
 
 use std::io::Write;
 use std::path::Path;
@@ -32,6 +37,9 @@ pub fn overlay_config(bundle: &Path, spec: &Spec, scratch: &Path) -> Result<()> 
     file.write_all(&data)
         .with_context(|| format!("writing {}", scratch.display()))?;
 
+    if !nix::unistd::geteuid().is_root() {
+        enter_own_user_namespace()?;
+    }
     unshare(CloneFlags::CLONE_NEWNS)
         .context("creating a private mount namespace for the runtime")?;
     mount(
@@ -50,5 +58,20 @@ pub fn overlay_config(bundle: &Path, spec: &Spec, scratch: &Path) -> Result<()> 
         None::<&str>,
     )
     .with_context(|| format!("placing the rewritten spec over {}", target.display()))?;
+    Ok(())
+}
+
+/// Become the owner of a new user namespace, mapping this process' own uid and gid
+/// to themselves (all a process without privileges may map).
+fn enter_own_user_namespace() -> Result<()> {
+    let uid = nix::unistd::geteuid();
+    let gid = nix::unistd::getegid();
+    unshare(CloneFlags::CLONE_NEWUSER).context("creating a user namespace for the runtime")?;
+    let write = |file: &str, text: String| {
+        std::fs::write(file, text).with_context(|| format!("writing {file}"))
+    };
+    write("/proc/self/setgroups", "deny".into())?;
+    write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+    write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
     Ok(())
 }

@@ -20,8 +20,12 @@ pub fn admin(ctx: &super::Ctx, action: &LwkAction) -> Result<()> {
             for id in crate::conexec::gc(ctx) {
                 println!("deleted job container {id}, whose init was gone");
             }
-            for id in crate::lwk::gc(&cfg)? {
+            let done = crate::lwk::gc(&cfg)?;
+            for id in done.leases {
                 println!("dropped stale lease of {id}");
+            }
+            for entry in done.closures {
+                println!("pruned launcher closure {entry}");
             }
         }
     }

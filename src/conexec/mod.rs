@@ -334,11 +334,12 @@ impl JobLock {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if !flock_within(&f, left)? {
                 bail!(
-                    "job {}: the job lock {} is held for more than {} s by another rank; \
+                    "job {}: the job lock {} is held for more than {} s by {}; \
                      a rank may be stuck creating the job container (see `lwk-runc lwk status`)",
                     job.name,
                     job.lock_path().display(),
-                    timeout.as_secs()
+                    timeout.as_secs(),
+                    crate::flock::holder(&f)
                 );
             }
             let held = f.metadata().map(|m| (m.dev(), m.ino())).ok();
@@ -352,24 +353,9 @@ impl JobLock {
     }
 }
 
-/// A blocking exclusive flock, given up after `timeout`: the wait happens in flock
-/// itself on a helper thread, so a freed lock is taken at once.
+/// A blocking exclusive flock, given up after `timeout` (see crate::flock).
 fn flock_within(f: &File, timeout: Duration) -> Result<bool> {
-    let fd = f
-        .try_clone()
-        .context("duplicating the job lock descriptor")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // SAFETY: flock on a descriptor this thread owns.
-        let r = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) };
-        let _ = tx.send((r, std::io::Error::last_os_error(), fd));
-    });
-    match rx.recv_timeout(timeout) {
-        // The lock belongs to the open file description, shared with `f`.
-        Ok((0, _, _)) => Ok(true),
-        Ok((_, e, _)) => Err(e).context("locking the job lock"),
-        Err(_) => Ok(false),
-    }
+    crate::flock::lock_within(f, timeout).context("locking the job lock")
 }
 
 /// Connect to the job's rank server, creating the job's container first when none

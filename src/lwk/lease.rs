@@ -7,7 +7,18 @@
 //!
 //! Every file is written atomically (write, fsync, rename). Records of dead processes are
 //! reconciled on every acquire/release and by `lwk-runc lwk gc`; liveness is pid + start
-//! time from /proc/<pid>/stat so a recycled pid does not keep a lease alive.
+//! time from /proc/<pid>/stat so a recycled pid does not keep a lease alive. A lease
+//! whose holder (the container's init, or the `create` still building it) lives is
+//! never dropped by anyone but that `create` itself: a `delete` racing a `create` of
+//! the same id, or another engine's hook with the same id, leaves it alone.
+//!
+//! Only root may use the table: the directory must be root's and writable by root only
+//! (it is created 0700, files 0600), and is refused otherwise, never repaired (see
+//! trust.rs). Files in it are opened with O_NOFOLLOW. Every wait for the node lock is
+//! bounded by `lock_timeout_secs`; the error names the lock and its holder.
+//!
+//! A node record that cannot be read means "state unknown": the tools are asked, and
+//! the record is rewritten from what they say.
 //!
 //! Boot failure: the booter tears down what it took and writes the failure marker with
 //! its error; every acquirer that was already queued on the lock when the marker was
@@ -16,17 +27,19 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BootMode, Config};
+use crate::flock::LockError;
 use crate::host::start_time;
 use crate::lwk::driver::{self, DriverError, Probe};
-use crate::lwk::launcher::flock_exclusive;
 use crate::lwk::LwkKind;
+use crate::trust::{self, Untrusted};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
@@ -37,6 +50,10 @@ pub enum LeaseError {
         #[source]
         source: std::io::Error,
     },
+    #[error("refusing the LWK lease directory: {source}. Only root may be able to change the node's leases: {fix}")]
+    Untrusted { source: Box<Untrusted>, fix: String },
+    #[error("LWK lease table: {0}")]
+    Lock(#[from] LockError),
     #[error("container {id} already holds an LWK lease (owner pid {pid} is alive); pick another id or delete it first")]
     Duplicate { id: String, pid: i32 },
     #[error("container id {0:?} cannot name a lease file")]
@@ -110,15 +127,34 @@ fn now_ns() -> u128 {
 /// must fit NAME_MAX (255 bytes).
 pub const MAX_ID_LEN: usize = 200;
 
-/// The lease file name: the id plus a hash of the runtime root, so the same id under two
-/// roots (two engines) cannot collide.
-pub fn lease_key(root: &Path, id: &str) -> Result<String, LeaseError> {
+/// An id an LWK container may have: short enough for its lease file name, and unable
+/// to name a path. Checked before anything is touched.
+pub fn check_id(id: &str) -> Result<(), LeaseError> {
     if id.len() > MAX_ID_LEN {
         return Err(LeaseError::IdTooLong(id.len()));
     }
     if id.is_empty() || id.contains('/') || id.starts_with('.') || id.contains('\0') {
         return Err(LeaseError::BadId(id.into()));
     }
+    Ok(())
+}
+
+/// One spelling per runtime root: `--root S/`, `--root S/.` and `--root S` (or a
+/// symlink to S) must name the same leases. Resolved when it exists, else normalized.
+pub fn canonical_root(root: &Path) -> PathBuf {
+    if root.is_absolute() {
+        if let Ok(p) = fs::canonicalize(root) {
+            return p;
+        }
+    }
+    root.components().collect()
+}
+
+/// The lease file name: the id plus a hash of the (canonical) runtime root, so the same
+/// id under two roots (two engines) cannot collide.
+pub fn lease_key(root: &Path, id: &str) -> Result<String, LeaseError> {
+    check_id(id)?;
+    let root = canonical_root(root);
     let mut h: u32 = 0x811c9dc5;
     for b in root.as_os_str().as_encoded_bytes() {
         h ^= u32::from(*b);
@@ -127,8 +163,30 @@ pub fn lease_key(root: &Path, id: &str) -> Result<String, LeaseError> {
     Ok(format!("{id}.{h:08x}"))
 }
 
+/// The process `pid` started at `start` still runs (a zombie has ended).
 pub fn alive(pid: i32, start: u64) -> bool {
-    start_time(pid) == Some(start)
+    crate::host::proc_stat(pid)
+        .is_some_and(|s| s.start_time == start && !matches!(s.state, 'Z' | 'X'))
+}
+
+/// This process, as a lease records its owner.
+fn me() -> (i32, u64) {
+    let pid = std::process::id() as i32;
+    (pid, start_time(pid).unwrap_or(0))
+}
+
+/// Lease files, node records and markers are small; a larger one is not ours.
+const MAX_RECORD_BYTES: u64 = 1 << 16;
+
+/// Read a file of the lease directory without following a symlink.
+fn read_record(path: &Path) -> std::io::Result<Vec<u8>> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let mut buf = Vec::new();
+    f.take(MAX_RECORD_BYTES).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 impl Lease {
@@ -138,16 +196,25 @@ impl Lease {
             _ => alive(self.owner_pid, self.owner_start),
         }
     }
+
+    /// Taken by this very process (a `create` or `run` dropping its own lease).
+    fn is_mine(&self) -> bool {
+        (self.owner_pid, self.owner_start) == me()
+    }
 }
 
+/// Write, fsync, rename; the temporary file is made afresh (O_EXCL, never through a
+/// symlink), mode 0600.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = fs::remove_file(&tmp); // left by a dead process that had our pid
     let res = (|| {
-        let mut f = std::os::unix::fs::OpenOptionsExt::mode(
-            OpenOptions::new().write(true).create(true).truncate(true),
-            0o600,
-        )
-        .open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -170,30 +237,31 @@ pub struct Swept {
     pub dropped: Vec<String>,
 }
 
+/// Where lwk-runc may keep files only root can reach: `dir` made (0700) if missing,
+/// refused if anyone but root could change it.
+pub fn private_dir(dir: &Path) -> Result<(), LeaseError> {
+    trust::ensure_private_dir(dir).map_err(|source| LeaseError::Untrusted {
+        fix: source.fix(),
+        source: Box::new(source),
+    })
+}
+
 impl Table {
-    /// Take the node lock (blocking), creating the directory on first use.
-    pub fn lock(dir: &Path) -> Result<Table, LeaseError> {
-        let io = |what, source| LeaseError::Io {
-            path: dir.to_path_buf(),
-            what,
-            source,
-        };
-        // Only root may read or lock the table: a lock file anyone can open is a lock
-        // anyone can hold (flock works on a read-only descriptor).
-        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
-            .create(dir.join("leases"))
-            .map_err(|e| io("creating the lease directory", e))?;
-        for d in [dir, &dir.join("leases")] {
-            fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .map_err(|e| io("restricting the lease directory to root", e))?;
-        }
-        let f = std::os::unix::fs::OpenOptionsExt::mode(
-            OpenOptions::new().create(true).truncate(false).write(true),
-            0o600,
-        )
-        .open(dir.join("lock"))
-        .map_err(|e| io("opening the node lock", e))?;
-        flock_exclusive(&f).map_err(|e| io("taking the node lock", e))?;
+    /// Take the node lock, waiting at most `lock_timeout_secs`; the directory is
+    /// created on first use and checked every time.
+    pub fn lock(cfg: &Config) -> Result<Table, LeaseError> {
+        let dir = &cfg.lease_dir;
+        private_dir(dir)?;
+        private_dir(&dir.join("leases"))?;
+        let path = dir.join("lock");
+        let f = crate::flock::open_private(&path, "the LWK node lock")?;
+        crate::flock::lock_or_name_holder(
+            &f,
+            &path,
+            "the LWK node lock",
+            Duration::from_secs(cfg.lock_timeout_secs),
+            "`lock_timeout_secs` in the lwk-runc config",
+        )?;
         Ok(Table {
             dir: dir.to_path_buf(),
             _lock: f,
@@ -213,7 +281,7 @@ impl Table {
     }
 
     pub fn get(&self, key: &str) -> Option<Lease> {
-        let t = fs::read(self.lease_path(key)).ok()?;
+        let t = read_record(&self.lease_path(key)).ok()?;
         serde_json::from_slice(&t).ok()
     }
 
@@ -239,7 +307,7 @@ impl Table {
         if let Ok(rd) = fs::read_dir(self.dir.join("leases")) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let lease = fs::read(e.path())
+                let lease = read_record(&e.path())
                     .ok()
                     .and_then(|t| serde_json::from_slice::<Lease>(&t).ok());
                 match (name.strip_suffix(".json"), lease) {
@@ -271,8 +339,34 @@ impl Table {
         Ok(Swept { live, dropped })
     }
 
-    pub fn node(&self, kind: LwkKind) -> Option<NodeState> {
-        read_node(&self.dir, kind)
+    /// The instance record of `kind`: None when there is none; a record that cannot
+    /// be read or parsed is [`NodeRecord::Unknown`].
+    pub fn node_record(&self, kind: LwkKind) -> NodeRecord {
+        read_node_record(&self.dir, kind)
+    }
+
+    /// The record of `kind`, with an unreadable one rebuilt from what the tools say:
+    /// RUNNING is an instance that is up; anything else, one whose boot did not finish
+    /// (which the caller then tears down before booting afresh, or reports to joiners).
+    pub fn node(&self, cfg: &Config, kind: LwkKind) -> Result<Option<NodeState>, LeaseError> {
+        let why = match self.node_record(kind) {
+            NodeRecord::None => return Ok(None),
+            NodeRecord::Known(n) => return Ok(Some(n)),
+            NodeRecord::Unknown(why) => why,
+        };
+        let status = driver::for_kind(cfg, kind).status()?;
+        let running = status.as_deref() == Some("RUNNING");
+        tracing::warn!(kernel = %kind, %why, ?status, "the LWK node record is unreadable; rebuilt from the tools' status");
+        let n = NodeState {
+            kernel: kind,
+            boot_mode: cfg.boot_mode(kind).as_str().into(),
+            phase: if running { "up" } else { "booting" }.into(),
+            since: now_secs(),
+            idle_since: None,
+            checked_ns: if running { now_ns() } else { 0 },
+        };
+        self.set_node(Some(&n), kind)?;
+        Ok(Some(n))
     }
 
     pub fn set_node(&self, n: Option<&NodeState>, kind: LwkKind) -> Result<(), LeaseError> {
@@ -292,8 +386,17 @@ impl Table {
         }
     }
 
+    fn failure_path(&self, kind: LwkKind) -> PathBuf {
+        failure_file(&self.dir, kind)
+    }
+
     fn failure(&self, kind: LwkKind) -> Option<FailureMarker> {
         read_marker(&self.dir, kind)
+    }
+
+    /// A boot succeeded: an earlier failure no longer describes the node.
+    fn clear_failure(&self, kind: LwkKind) {
+        let _ = fs::remove_file(self.failure_path(kind));
     }
 
     fn set_failure(&self, kind: LwkKind, error: &str) -> Result<(), LeaseError> {
@@ -303,23 +406,45 @@ impl Table {
         };
         let data =
             serde_json::to_vec(&m).map_err(|e| self.io("encoding failure marker", e.into()))?;
-        write_atomic(
-            &self.dir.join(format!("failed-{}.json", kind.as_str())),
-            &data,
-        )
-        .map_err(|e| self.io("writing failure marker", e))
+        write_atomic(&self.failure_path(kind), &data)
+            .map_err(|e| self.io("writing failure marker", e))
+    }
+}
+
+/// What the lease directory says of an instance.
+pub enum NodeRecord {
+    None,
+    Known(NodeState),
+    /// Unreadable or corrupt: state unknown, ask the tools.
+    Unknown(String),
+}
+
+fn read_node_record(dir: &Path, kind: LwkKind) -> NodeRecord {
+    match read_record(&dir.join(format!("node-{}.json", kind.as_str()))) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => NodeRecord::None,
+        Err(e) => NodeRecord::Unknown(e.to_string()),
+        Ok(t) => match serde_json::from_slice(&t) {
+            Ok(n) => NodeRecord::Known(n),
+            Err(e) => NodeRecord::Unknown(e.to_string()),
+        },
     }
 }
 
 /// The instance record of `kind`, read without the lock (files are replaced by
 /// rename, so a reader sees the old or the new one whole): for `doctor`.
 pub fn read_node(dir: &Path, kind: LwkKind) -> Option<NodeState> {
-    let t = fs::read(dir.join(format!("node-{}.json", kind.as_str()))).ok()?;
-    serde_json::from_slice(&t).ok()
+    match read_node_record(dir, kind) {
+        NodeRecord::Known(n) => Some(n),
+        _ => None,
+    }
+}
+
+fn failure_file(dir: &Path, kind: LwkKind) -> PathBuf {
+    dir.join(format!("failed-{}.json", kind.as_str()))
 }
 
 fn read_marker(dir: &Path, kind: LwkKind) -> Option<FailureMarker> {
-    let t = fs::read(dir.join(format!("failed-{}.json", kind.as_str()))).ok()?;
+    let t = read_record(&failure_file(dir, kind)).ok()?;
     serde_json::from_slice(&t).ok()
 }
 
@@ -328,7 +453,8 @@ pub fn read_failure(dir: &Path, kind: LwkKind) -> Option<(u128, String)> {
     read_marker(dir, kind).map(|m| (m.at_ns, m.error))
 }
 
-fn tmp_owner_alive(name: &str) -> bool {
+/// Whether the process whose pid ends a temporary name (`….tmp<pid>`) still runs.
+pub fn tmp_owner_alive(name: &str) -> bool {
     name.rsplit(".tmp")
         .next()
         .and_then(|p| p.parse::<i32>().ok())
@@ -350,7 +476,7 @@ pub fn read_leases(dir: &Path) -> Vec<(String, Lease)> {
         let Some(key) = name.strip_suffix(".json") else {
             continue;
         };
-        if let Some(l) = fs::read(e.path())
+        if let Some(l) = read_record(&e.path())
             .ok()
             .and_then(|t| serde_json::from_slice::<Lease>(&t).ok())
         {
@@ -395,7 +521,7 @@ impl Acquired {
 pub struct PendingCheck {
     kind: LwkKind,
     probe: Probe,
-    lease_dir: PathBuf,
+    cfg: Config,
 }
 
 impl PendingCheck {
@@ -406,8 +532,8 @@ impl PendingCheck {
         if status.as_deref() == Some("RUNNING") {
             return Ok(());
         }
-        if let Ok(t) = Table::lock(&self.lease_dir) {
-            if let Some(mut n) = t.node(self.kind) {
+        if let Ok(t) = Table::lock(&self.cfg) {
+            if let NodeRecord::Known(mut n) = t.node_record(self.kind) {
                 n.checked_ns = 0;
                 let _ = t.set_node(Some(&n), self.kind);
             }
@@ -433,7 +559,7 @@ impl PendingCheck {
 pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Acquired, LeaseError> {
     let key = lease_key(n.root, n.id)?;
     let queued_at = now_ns();
-    let t = Table::lock(&cfg.lease_dir)?;
+    let t = Table::lock(cfg)?;
     let live = t.sweep()?.live;
     if let Some((_, old)) = live.iter().find(|(k, _)| *k == key) {
         // sweep() kept it, so its process lives.
@@ -450,7 +576,7 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Acquired, Le
     let init_start = n.init_pid.and_then(start_time);
     let lease = Lease {
         id: n.id.into(),
-        root: n.root.into(),
+        root: canonical_root(n.root),
         kernel: kind,
         owner_pid: n.owner_pid,
         owner_start,
@@ -462,7 +588,7 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Acquired, Le
     };
     let drv = driver::for_kind(cfg, kind);
     let mode = cfg.boot_mode(kind);
-    let mut node = t.node(kind);
+    let mut node = t.node(cfg, kind)?;
     let others = live.iter().any(|(_, l)| l.kernel == kind);
     let mut node_changed = false;
     let mut pending = None;
@@ -484,7 +610,7 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Acquired, Le
                     pending = Some(PendingCheck {
                         kind,
                         probe: drv.probe()?,
-                        lease_dir: cfg.lease_dir.clone(),
+                        cfg: cfg.clone(),
                     });
                     s.checked_ns = now_ns();
                     node_changed = true;
@@ -553,6 +679,7 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Acquired, Le
             let _ = t.set_failure(kind, &e.to_string());
             return Err(e.into());
         }
+        t.clear_failure(kind);
         t.set_node(
             Some(&NodeState {
                 kernel: kind,
@@ -589,7 +716,7 @@ pub fn set_init(
     if !lease_file(&cfg.lease_dir, &key).exists() {
         return Ok(None);
     }
-    let t = Table::lock(&cfg.lease_dir)?;
+    let t = Table::lock(cfg)?;
     let Some(mut l) = t.get(&key) else {
         return Ok(None);
     };
@@ -609,7 +736,7 @@ pub fn place_slot(
     choose: impl FnOnce(&[Lease]) -> Option<u32>,
 ) -> Result<Option<Lease>, LeaseError> {
     let key = lease_key(root, id)?;
-    let t = Table::lock(&cfg.lease_dir)?;
+    let t = Table::lock(cfg)?;
     let Some(mut l) = t.get(&key) else {
         return Ok(None);
     };
@@ -627,21 +754,78 @@ pub fn place_slot(
 
 pub fn get(cfg: &Config, root: &Path, id: &str) -> Option<Lease> {
     let key = lease_key(root, id).ok()?;
-    let t = fs::read(lease_file(&cfg.lease_dir, &key)).ok()?;
+    let t = read_record(&lease_file(&cfg.lease_dir, &key)).ok()?;
     serde_json::from_slice(&t).ok()
 }
 
+/// How long a release waits for a just-killed holder to be gone before keeping its
+/// lease (gc drops it later).
+const HOLDER_EXIT_WAIT: Duration = Duration::from_secs(1);
+
 /// Drop the lease of (root, id) if any, reconcile, and tear down idle LWKs.
 /// Cheap (no lock) when this container holds no lease.
-pub fn release(cfg: &Config, root: &Path, id: &str) -> Result<(), LeaseError> {
+///
+/// A lease whose holder lives is kept (Ok(false)) unless this process took it: a
+/// `delete` of an id still being created, or a hook of another container that has the
+/// same id, must not drop it. A holder that was just killed (delete --force) is given
+/// [`HOLDER_EXIT_WAIT`] to be gone.
+pub fn release(cfg: &Config, root: &Path, id: &str) -> Result<bool, LeaseError> {
+    release_if(cfg, root, id, |_| true)
+}
+
+/// [`release`], dropping the lease only if `owns` says it is the caller's (hooks
+/// compare the container they were called for).
+pub fn release_if(
+    cfg: &Config,
+    root: &Path,
+    id: &str,
+    owns: impl Fn(&Lease) -> bool,
+) -> Result<bool, LeaseError> {
+    drop_lease(cfg, root, id, &owns, false)
+}
+
+/// Drop a lease the caller has just taken (a hook whose status check failed), whoever
+/// the recorded holder is.
+pub fn release_taken(cfg: &Config, root: &Path, id: &str) -> Result<bool, LeaseError> {
+    drop_lease(cfg, root, id, &|_| true, true)
+}
+
+fn drop_lease(
+    cfg: &Config,
+    root: &Path,
+    id: &str,
+    owns: &dyn Fn(&Lease) -> bool,
+    taken_by_caller: bool,
+) -> Result<bool, LeaseError> {
     let key = lease_key(root, id)?;
-    if !lease_file(&cfg.lease_dir, &key).exists() {
-        return Ok(());
+    let path = lease_file(&cfg.lease_dir, &key);
+    if !path.exists() {
+        return Ok(false);
     }
-    let t = Table::lock(&cfg.lease_dir)?;
-    t.remove(&key)?;
+    let held_by_other = |l: &Lease| !taken_by_caller && l.is_alive() && !l.is_mine();
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < HOLDER_EXIT_WAIT
+        && read_record(&path)
+            .ok()
+            .and_then(|t| serde_json::from_slice::<Lease>(&t).ok())
+            .is_some_and(|l| held_by_other(&l))
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let t = Table::lock(cfg)?;
+    let mut dropped = false;
+    if let Some(l) = t.get(&key) {
+        if !owns(&l) {
+            tracing::warn!(id, bundle = %l.bundle.display(), "keeping the LWK lease of another container with this id");
+        } else if held_by_other(&l) {
+            tracing::warn!(id, pid = l.init_pid.unwrap_or(l.owner_pid), "keeping the LWK lease of container {id}: its process is alive (still being created, or not yet stopped)");
+        } else {
+            dropped = t.remove(&key)?;
+        }
+    }
     let live = t.sweep()?.live;
-    settle(cfg, &t, &live, false)
+    settle(cfg, &t, &live, false)?;
+    Ok(dropped)
 }
 
 /// `lwk-runc lwk gc`: reconcile and tear down whatever no live container uses.
@@ -649,7 +833,7 @@ pub fn gc(cfg: &Config) -> Result<Vec<String>, LeaseError> {
     if !cfg.lease_dir.exists() {
         return Ok(Vec::new());
     }
-    let t = Table::lock(&cfg.lease_dir)?;
+    let t = Table::lock(cfg)?;
     let swept = t.sweep()?;
     settle(cfg, &t, &swept.live, true)?;
     Ok(swept.dropped)
@@ -666,12 +850,17 @@ fn settle(
 ) -> Result<(), LeaseError> {
     let mut first_err = None;
     for kind in [LwkKind::McKernel, LwkKind::Mos] {
-        let Some(mut node) = t.node(kind) else {
-            continue;
-        };
         if leases.iter().any(|(_, l)| l.kernel == kind) {
             continue;
         }
+        let mut node = match t.node(cfg, kind) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(e) => {
+                first_err.get_or_insert(e);
+                continue;
+            }
+        };
         let linger = cfg.linger_secs(kind);
         let now = now_secs();
         let idle_since = *node.idle_since.get_or_insert(now);
@@ -728,6 +917,13 @@ fn spawn_reaper(linger: u64) {
 mod tests {
     use super::*;
 
+    fn at(dir: &Path) -> Config {
+        Config {
+            lease_dir: dir.into(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn alive_needs_the_same_start_time() {
         let me = std::process::id() as i32;
@@ -756,7 +952,7 @@ mod tests {
         let key = lease_key(Path::new("/r"), &"x".repeat(MAX_ID_LEN)).unwrap();
         let dir = std::env::temp_dir().join(format!("lwk-longid-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let t = Table::lock(&dir).unwrap();
+        let t = Table::lock(&at(&dir)).unwrap();
         let mut l = Lease {
             id: "x".repeat(MAX_ID_LEN),
             root: "/r".into(),
@@ -777,19 +973,36 @@ mod tests {
     }
 
     #[test]
-    fn the_lease_table_is_root_only() {
+    fn the_lease_table_is_root_only_and_an_open_one_is_refused_not_repaired() {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("lwk-perm-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        // A directory someone made world-writable before us is closed on first use.
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
-        let t = Table::lock(&dir).unwrap();
+        let t = Table::lock(&at(&dir)).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("leases")), 0o700);
         assert_eq!(mode(&dir.join("lock")), 0o600);
         drop(t);
+        // Opened up by someone: refused, and left as it is.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Table::lock(&at(&dir)).err().unwrap().to_string();
+        assert!(
+            e.contains(&dir.display().to_string()) && e.contains("writable by group and others"),
+            "{e}"
+        );
+        assert_eq!(mode(&dir), 0o777);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        // A lock file others may open is a lock they may hold: refused.
+        fs::set_permissions(dir.join("lock"), fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Table::lock(&at(&dir)).err().unwrap().to_string();
+        assert!(e.contains("lock") && e.contains("0644"), "{e}");
+        fs::remove_file(dir.join("lock")).unwrap();
+        // A planted symlink is not followed.
+        let target = dir.join("target");
+        fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("lock")).unwrap();
+        assert!(Table::lock(&at(&dir)).is_err());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -797,7 +1010,7 @@ mod tests {
     fn sweep_drops_dead_and_torn_and_keeps_live() {
         let dir = std::env::temp_dir().join(format!("lwk-lease-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let t = Table::lock(&dir).unwrap();
+        let t = Table::lock(&at(&dir)).unwrap();
         let me = std::process::id() as i32;
         let mut l = Lease {
             id: "live".into(),
@@ -935,7 +1148,7 @@ mod sim_tests {
             .unwrap()
             .confirm()
             .unwrap();
-        let t = Table::lock(&cfg.lease_dir).unwrap();
+        let t = Table::lock(&cfg).unwrap();
         let mut l2 = l.clone();
         l2.owner_pid = pid;
         t.put(&lease_key(Path::new("/r"), "dead").unwrap(), &l2)

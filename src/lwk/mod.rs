@@ -58,9 +58,10 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{Process, Spec};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::trust;
 use driver::{Driver, DriverError};
-use launcher::{Closure, LauncherError};
+use launcher::{Closure, LauncherError, Want};
 use lease::{LeaseError, NewLease};
 use policy::PolicyError;
 use rewrite::{NodeFacts, RewriteError, CLOSURE_MOUNT_DIR};
@@ -116,6 +117,29 @@ pub enum LwkError {
         #[source]
         source: std::io::Error,
     },
+    #[error("container {id} asks for {kind}: {source}")]
+    Config {
+        id: String,
+        kind: LwkKind,
+        #[source]
+        source: Box<ConfigError>,
+    },
+    #[error("container {id} asks for {kind}, but lwk-runc runs as uid {uid}, and on this node only root may boot, join or tear down an LWK; run it through an engine that runs as root, or ask the node's administrator to set `rootless_join = true` in {file}, which lets users join an LWK that root has brought up")]
+    RootOnly {
+        id: String,
+        kind: LwkKind,
+        uid: u32,
+        file: PathBuf,
+    },
+    #[error("container {id} asks for {kind}, which is not up (status: {status}); lwk-runc runs as uid {uid}, and only root may boot it: start it from a root container (or the scheduler, with boot_mode = \"external\"), then retry")]
+    RootlessNotUp {
+        id: String,
+        kind: LwkKind,
+        uid: u32,
+        status: String,
+    },
+    #[error("`lwk-runc {what}` runs as uid {uid}, but only root may tear down an LWK or change the node's leases; run it as root")]
+    NotRoot { what: &'static str, uid: u32 },
 }
 
 /// A container rewritten for an LWK: the spec libcontainer must see in place of the
@@ -137,20 +161,65 @@ fn io_err(what: &str, path: &Path, source: std::io::Error) -> LwkError {
     }
 }
 
-/// The lwk-runc binary's closure, which runs as a container's init (`lwk-init`) and, in
-/// a `conexec` job container, as its rank server.
-fn init_closure(cfg: &Config) -> Result<Closure, LauncherError> {
-    let me = match &cfg.init_binary {
-        Some(p) => p.clone(),
-        None => PathBuf::from("/proc/self/exe"),
+fn uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// The launcher-closure cache: root's, beside the lease table. A user joining an LWK
+/// without root (`rootless_join`) keeps one of their own under their runtime root.
+fn closure_cache(cfg: &Config, root: &Path) -> Result<PathBuf, LauncherError> {
+    let (parent, dir) = if trust::is_root() {
+        (cfg.lease_dir.clone(), cfg.lease_dir.join("closures"))
+    } else {
+        (root.to_path_buf(), root.join("@lwk-closures"))
     };
+    for d in [&parent, &dir] {
+        trust::ensure_private_dir(d).map_err(|source| LauncherError::Untrusted {
+            fix: source.fix(),
+            source,
+        })?;
+    }
+    Ok(dir)
+}
+
+fn build_opts(cfg: &Config) -> launcher::Build<'_> {
+    launcher::Build {
+        patchelf: &cfg.patchelf,
+        lock_timeout: std::time::Duration::from_secs(cfg.lock_timeout_secs),
+    }
+}
+
+/// The lwk-runc binary, which runs as a container's init (`lwk-init`) and, in a
+/// `conexec` job container, as its rank server.
+fn init_want(cfg: &Config) -> Want<'_> {
+    Want {
+        name: "lwk-runc",
+        binary: cfg
+            .init_binary
+            .as_deref()
+            .unwrap_or(Path::new("/proc/self/exe")),
+        key_name: "(the lwk-runc binary)",
+        container_dir: Path::new(CLOSURE_MOUNT_DIR).join("init"),
+    }
+}
+
+/// The host launcher of `drv` (mcexec, yod).
+fn launcher_want<'a>(drv: &'a dyn Driver) -> Want<'a> {
+    let (bin, key) = drv.launcher();
+    let name = launcher::invoked_name(bin);
+    Want {
+        name,
+        binary: bin,
+        key_name: key,
+        container_dir: Path::new(CLOSURE_MOUNT_DIR).join(name),
+    }
+}
+
+fn init_closure(cfg: &Config, root: &Path) -> Result<Closure, LauncherError> {
     launcher::closure_for(
-        &cfg.lease_dir.join("closures"),
-        "lwk-runc",
-        &me,
-        "(the lwk-runc binary)",
-        &cfg.patchelf,
-        &Path::new(CLOSURE_MOUNT_DIR).join("init"),
+        &closure_cache(cfg, root)?,
+        &init_want(cfg),
+        &build_opts(cfg),
     )
 }
 
@@ -186,25 +255,17 @@ impl ConexecServer {
 /// init), plus the argv head/tail around the container's launcher options.
 fn launch_facts(
     cfg: &Config,
+    root: &Path,
     drv: &dyn Driver,
     with_init: bool,
     server: Option<&ConexecServer>,
 ) -> Result<NodeFacts, LauncherError> {
-    let cache = cfg.lease_dir.join("closures");
-    let (bin, key) = drv.launcher();
-    let name = launcher::invoked_name(bin);
-    let l: Closure = launcher::closure_for(
-        &cache,
-        name,
-        bin,
-        key,
-        &cfg.patchelf,
-        &Path::new(CLOSURE_MOUNT_DIR).join(name),
-    )?;
+    let cache = closure_cache(cfg, root)?;
+    let l: Closure = launcher::closure_for(&cache, &launcher_want(drv), &build_opts(cfg))?;
     let (head_args, tail) = drv.launcher_args();
     let mut facts = NodeFacts::default();
     if with_init || server.is_some() {
-        let i = init_closure(cfg)?;
+        let i = launcher::closure_for(&cache, &init_want(cfg), &build_opts(cfg))?;
         let exe = i.exe.to_string_lossy().into_owned();
         match server {
             Some(srv) => facts.head = srv.head(&exe),
@@ -222,11 +283,12 @@ fn launch_facts(
 /// A job container that asks for no LWK: the rank server as init, ranks on Linux.
 fn prepare_plain_conexec(
     cfg: &Config,
+    root: &Path,
     id: &str,
     spec: &Spec,
     server: &ConexecServer,
 ) -> Result<Prepared, LwkError> {
-    let i = init_closure(cfg).map_err(|source| LwkError::Launcher {
+    let i = init_closure(cfg, root).map_err(|source| LwkError::Launcher {
         id: id.into(),
         kind: LwkKind::McKernel,
         source,
@@ -281,18 +343,24 @@ pub fn prepare_create(
     })?;
     let Some(mut req) = req else {
         return match conexec {
-            Some(srv) => prepare_plain_conexec(cfg, id, spec, srv).map(Some),
+            Some(srv) => prepare_plain_conexec(cfg, root, id, spec, srv).map(Some),
             None => Ok(None),
         };
     };
     let kind = req.kind;
+    // Everything that can fail without touching the node comes first: the id, who
+    // asks, the tools, the launcher.
+    lease::check_id(id).map_err(|source| LwkError::Lease {
+        id: id.into(),
+        source,
+    })?;
+    check_caller(cfg, id, kind)?;
     let drv = driver::for_kind(cfg, kind);
     if let Some(srv) = conexec.filter(|s| s.ppn > 0) {
         req.args.extend(drv.rank_group_args(srv.ppn));
     }
-    // Everything that can fail without touching the node comes first.
     let mut facts =
-        launch_facts(cfg, drv.as_ref(), drv.needs_pid_slot(), conexec).map_err(|source| {
+        launch_facts(cfg, root, drv.as_ref(), drv.needs_pid_slot(), conexec).map_err(|source| {
             LwkError::Launcher {
                 id: id.into(),
                 kind,
@@ -323,21 +391,29 @@ pub fn prepare_create(
             source: RewriteError::NoArgs,
         });
     }
-    let acquired = lease::acquire(
-        cfg,
-        kind,
-        &NewLease {
-            id,
-            root,
-            bundle: &bundle,
-            owner_pid: std::process::id() as i32,
-            init_pid: None,
-        },
-    )
-    .map_err(|source| LwkError::Lease {
-        id: id.into(),
-        source,
-    })?;
+    // Root takes a lease (booting the LWK if first); a rootless joiner takes none and
+    // needs the LWK up.
+    let acquired = if trust::is_root() {
+        let a = lease::acquire(
+            cfg,
+            kind,
+            &NewLease {
+                id,
+                root,
+                bundle: &bundle,
+                owner_pid: std::process::id() as i32,
+                init_pid: None,
+            },
+        )
+        .map_err(|source| LwkError::Lease {
+            id: id.into(),
+            source,
+        })?;
+        Some(a)
+    } else {
+        rootless_join(cfg, id, kind)?;
+        None
+    };
     let rewritten = (|| {
         let c = drv.container_facts().map_err(|source| LwkError::Driver {
             id: id.into(),
@@ -358,16 +434,59 @@ pub fn prepare_create(
     match rewritten {
         Ok(spec) => Ok(Some(Prepared {
             spec,
-            pending: acquired.pending,
+            pending: acquired.and_then(|a| a.pending),
             fenced: drv.fences_devices(),
         })),
         Err(e) => {
-            if let Err(r) = lease::release(cfg, root, id) {
-                tracing::error!(error = %r, "releasing the LWK lease after a failed prepare");
+            if acquired.is_some() {
+                if let Err(r) = lease::release(cfg, root, id) {
+                    tracing::error!(error = %r, "releasing the LWK lease after a failed prepare");
+                }
             }
             Err(e)
         }
     }
+}
+
+/// Before anything is touched for an LWK container: the tools the config names may
+/// be run as root, and a caller that is not root may join at all.
+pub(crate) fn check_caller(cfg: &Config, id: &str, kind: LwkKind) -> Result<(), LwkError> {
+    cfg.check_tools(kind).map_err(|source| LwkError::Config {
+        id: id.into(),
+        kind,
+        source: Box::new(source),
+    })?;
+    if !trust::is_root() && !cfg.rootless_join {
+        return Err(LwkError::RootOnly {
+            id: id.into(),
+            kind,
+            uid: uid(),
+            file: cfg.file_name(),
+        });
+    }
+    Ok(())
+}
+
+/// A caller that is not root (allowed by `rootless_join`) joins only an LWK that is
+/// up, and holds no lease: it can neither boot nor tear down.
+pub(crate) fn rootless_join(cfg: &Config, id: &str, kind: LwkKind) -> Result<(), LwkError> {
+    let status = driver::for_kind(cfg, kind)
+        .status()
+        .map_err(|source| LwkError::Driver {
+            id: id.into(),
+            kind,
+            source,
+        })?;
+    if status.as_deref() != Some("RUNNING") {
+        return Err(LwkError::RootlessNotUp {
+            id: id.into(),
+            kind,
+            uid: uid(),
+            status: status.unwrap_or_else(|| "no instance".into()),
+        });
+    }
+    tracing::debug!(id, kernel = %kind, "joining the LWK without a lease (rootless_join)");
+    Ok(())
 }
 
 /// After build() succeeded: confirm the LWK is RUNNING (the check `prepare_create` left
@@ -386,6 +505,9 @@ pub fn container_created(
     };
     if let Some(p) = pending {
         p.confirm().map_err(lease_err)?;
+    }
+    if !trust::is_root() {
+        return Ok(()); // a rootless joiner has no lease, so no pid slot either
     }
     lease::set_init(cfg, root, id, pid).map_err(lease_err)?;
     Ok(())
@@ -462,12 +584,18 @@ fn place_launcher(
 }
 
 /// create failed, or delete: drop the lease (no-op without one), reconcile, tear down if
-/// last. Cheap (two stats) for containers without an LWK.
+/// last. Cheap (two stats) for containers without an LWK; nothing at all for a caller
+/// that is not root (it holds no lease).
 pub fn release(cfg: &Config, root: &Path, id: &str) -> Result<(), LwkError> {
-    lease::release(cfg, root, id).map_err(|source| LwkError::Lease {
-        id: id.into(),
-        source,
-    })
+    if !trust::is_root() {
+        return Ok(());
+    }
+    lease::release(cfg, root, id)
+        .map(|_| ())
+        .map_err(|source| LwkError::Lease {
+            id: id.into(),
+            source,
+        })
 }
 
 /// exec: if the process's own env asks for the LWK (not an `LWK_KERNEL` it inherited from
@@ -489,22 +617,28 @@ pub fn rewrite_exec_process(
         return Ok(());
     };
     let kind = req.kind;
-    match lease::get(cfg, root, id) {
-        Some(l) if l.kernel == kind => {}
-        _ => {
-            return Err(LwkError::ExecWithoutLwk {
-                id: id.into(),
-                kind,
-            })
+    check_caller(cfg, id, kind)?;
+    if trust::is_root() {
+        match lease::get(cfg, root, id) {
+            Some(l) if l.kernel == kind => {}
+            _ => {
+                return Err(LwkError::ExecWithoutLwk {
+                    id: id.into(),
+                    kind,
+                })
+            }
         }
+    } else {
+        rootless_join(cfg, id, kind)?;
     }
     let drv = driver::for_kind(cfg, kind);
-    let facts =
-        launch_facts(cfg, drv.as_ref(), false, None).map_err(|source| LwkError::Launcher {
+    let facts = launch_facts(cfg, root, drv.as_ref(), false, None).map_err(|source| {
+        LwkError::Launcher {
             id: id.into(),
             kind,
             source,
-        })?;
+        }
+    })?;
     rewrite::prefix_process(process, &req, &facts).map_err(|source| LwkError::Rewrite {
         id: id.into(),
         kind,
@@ -519,13 +653,50 @@ pub fn exec_fenced(cfg: &Config, root: &Path, id: &str) -> bool {
     lease::get(cfg, root, id).is_some_and(|l| driver::for_kind(cfg, l.kernel).fences_devices())
 }
 
-/// `lwk-runc lwk gc`: drop dead leases, tear down idle LWKs.
-pub fn gc(cfg: &Config) -> Result<Vec<String>, LwkError> {
-    let dropped = lease::gc(cfg).map_err(|source| LwkError::Lease {
+/// What `lwk gc` collected.
+pub struct Collected {
+    /// Ids of containers whose stale leases were dropped.
+    pub leases: Vec<String>,
+    /// Closure-cache entries removed (stale builds, unused old versions).
+    pub closures: Vec<String>,
+}
+
+/// `lwk-runc lwk gc`: drop dead leases, tear down idle LWKs, prune the closure cache.
+pub fn gc(cfg: &Config) -> Result<Collected, LwkError> {
+    if !trust::is_root() {
+        return Err(LwkError::NotRoot {
+            what: "lwk gc",
+            uid: uid(),
+        });
+    }
+    let gc_err = |source| LwkError::Lease {
         id: "(gc)".into(),
         source,
-    })?;
-    Ok(dropped)
+    };
+    let leases = lease::gc(cfg).map_err(gc_err)?;
+    let mut closures = Vec::new();
+    if cfg.lease_dir.join("closures").is_dir() {
+        let launcher_err = |source| LwkError::Launcher {
+            id: "(gc)".into(),
+            kind: LwkKind::McKernel,
+            source,
+        };
+        let cache = closure_cache(cfg, Path::new("/")).map_err(launcher_err)?;
+        let _lock = launcher::lock_cache(
+            &cache,
+            std::time::Duration::from_secs(cfg.lock_timeout_secs),
+        )
+        .map_err(launcher_err)?;
+        let mut keep: Vec<String> = launcher::current_entry(&init_want(cfg))
+            .into_iter()
+            .collect();
+        for kind in [LwkKind::McKernel, LwkKind::Mos] {
+            let drv = driver::for_kind(cfg, kind);
+            keep.extend(launcher::current_entry(&launcher_want(drv.as_ref())));
+        }
+        closures = launcher::prune(&cache, &keep, None);
+    }
+    Ok(Collected { leases, closures })
 }
 
 #[derive(Debug, Serialize)]
