@@ -9,9 +9,9 @@
 //! The holder is found in /proc/locks, which lists flock holders by device and inode
 //! with the pid that took the lock.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -114,14 +114,7 @@ pub fn open_private(path: &Path, what: &'static str) -> Result<File, LockError> 
         path: path.to_path_buf(),
         source,
     };
-    let f = match OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-    {
+    let f = match crate::host::open_lock(path) {
         Ok(f) => f,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             return Err(LockError::Untrusted {

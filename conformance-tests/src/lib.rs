@@ -955,6 +955,13 @@ sysfs = "{s}/sys/kernel/mOS"
         ctx.run_cmd(self.cmd(ctx, args))
     }
 
+    /// [`World::rt`], asserting success (showing stderr and the runtime log otherwise).
+    pub fn rt_ok(&self, ctx: &Ctx, args: &[&str]) -> Out {
+        let out = self.rt(ctx, args);
+        assert!(out.ok(), "{args:?} failed: {}", ctx.explain(&out));
+        out
+    }
+
     /// A simulated tool (`ihkosctl`, ...) run against this node: its stdout, trimmed.
     pub fn tool(&self, name: &str, args: &[&str]) -> String {
         let o = Command::new(format!("{}/{name}", sim_bin()))

@@ -78,8 +78,7 @@ fn nobody_else_can_hold_the_node_lock_and_a_stuck_holder_is_named_within_the_bou
     open_for_traversal(&ctx);
     let b = ctx.bundle("b", &lwk_cfg(&["/bin/sleep", "100"]));
     let a = ctx.id("held");
-    let out = w.rt(&ctx, &["run", "--detach", "--bundle", &s(&b), &a]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
+    w.rt_ok(&ctx, &["run", "--detach", "--bundle", &s(&b), &a]);
     assert_eq!(mode(&w.leases), 0o700);
     assert_eq!(mode(&w.leases.join("lock")), 0o600);
 
@@ -115,14 +114,12 @@ fn nobody_else_can_hold_the_node_lock_and_a_stuck_holder_is_named_within_the_bou
     assert!(!out.ok(), "gc went on while the node lock was held");
     assert_says(&ctx, &out, &named);
     // delete takes the container down and says why its lease could not go yet.
-    let out = w.rt(&ctx, &["delete", "--force", &a]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
+    let out = w.rt_ok(&ctx, &["delete", "--force", &a]);
     assert_says(&ctx, &out, &named);
     assert_eq!(w.count("\t0 boot\t"), boots, "{}", w.calls());
     drop(held);
     // Once the holder is gone, gc finishes the delete's work.
-    let out = w.rt(&ctx, &["lwk", "gc"]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
+    w.rt_ok(&ctx, &["lwk", "gc"]);
     w.assert_booted_and_torn_down("mckernel", 1);
 }
 
@@ -404,8 +401,7 @@ fn users_other_than_root_never_boot_or_tear_down_and_join_only_where_allowed() {
     // lease; its end tears nothing down.
     let rb = ctx2.bundle("root-b", &lwk_cfg(&["/bin/sleep", "100"]));
     let id = ctx2.id("root-holder");
-    let out = w.rt(&ctx2, &["run", "--detach", "--bundle", &s(&rb), &id]);
-    assert!(out.ok(), "{}", ctx2.explain(&out));
+    w.rt_ok(&ctx2, &["run", "--detach", "--bundle", &s(&rb), &id]);
     let out = user(&w, &["run", "--bundle", &s(&b), "rootless"]);
     assert!(out.ok(), "{}", ctx.explain(&out));
     assert!(out.stdout.contains("joined"), "{}", out.stdout);
@@ -421,8 +417,7 @@ fn users_other_than_root_never_boot_or_tear_down_and_join_only_where_allowed() {
     assert_eq!(w.count(" destroy "), 0, "{}", w.calls());
     let out = user(&w, &["lwk", "gc"]);
     assert!(!out.ok());
-    let out = w.rt(&ctx2, &["delete", "--force", &id]);
-    assert!(out.ok(), "{}", ctx2.explain(&out));
+    w.rt_ok(&ctx2, &["delete", "--force", &id]);
     w.assert_booted_and_torn_down("mckernel", 1);
 }
 
@@ -451,8 +446,7 @@ fn a_delete_racing_a_create_never_drops_its_lease() {
     assert_eq!(ctx.status(&id), "created");
     assert_eq!(w.leases(), 1, "the created container has no lease");
     assert_eq!(w.tool("ihkosctl", &["0", "get", "status"]), "RUNNING");
-    let out = w.rt(&ctx, &["delete", "--force", &id]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
+    w.rt_ok(&ctx, &["delete", "--force", &id]);
     w.assert_booted_and_torn_down("mckernel", 1);
 }
 
@@ -561,8 +555,7 @@ fn a_corrupt_node_record_is_rebuilt_from_the_tools() {
     let hold = ctx.bundle("hold", &lwk_cfg(&["/bin/sleep", "100"]));
     let join = ctx.bundle("join", &lwk_cfg(&["/bin/sh", "-c", "echo joined"]));
     let a = ctx.id("holder");
-    let out = w.rt(&ctx, &["run", "--detach", "--bundle", &s(&hold), &a]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
+    w.rt_ok(&ctx, &["run", "--detach", "--bundle", &s(&hold), &a]);
     for garbage in ["{\"kernel\": \"mck", "", "\u{0}\u{1}not json"] {
         fs::write(&record, garbage).unwrap();
         // A joiner asks the tools, joins, and the record is whole again.
@@ -579,13 +572,11 @@ fn a_corrupt_node_record_is_rebuilt_from_the_tools() {
     assert_eq!(w.count("\t0 boot\t"), 1, "{}", w.calls());
     // The last delete with a corrupt record still tears down.
     fs::write(&record, "garbage").unwrap();
-    let out = w.rt(&ctx, &["delete", "--force", &a]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
+    w.rt_ok(&ctx, &["delete", "--force", &a]);
     w.assert_booted_and_torn_down("mckernel", 1);
     assert!(!record.exists());
     // And the next container boots at once.
-    let out = w.rt(&ctx, &["run", "--bundle", &s(&join), &ctx.id("next")]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
+    w.rt_ok(&ctx, &["run", "--bundle", &s(&join), &ctx.id("next")]);
     w.assert_booted_and_torn_down("mckernel", 2);
 }
 
@@ -674,8 +665,7 @@ fn a_successful_boot_clears_the_last_failure() {
     let out = w.rt(&ctx, &["run", "--bundle", &s(&b), &ctx.id("panics")]);
     assert!(!out.ok());
     assert!(marker.exists(), "no failure marker after a failed boot");
-    let out = w.rt(&ctx, &["run", "--bundle", &s(&b), &ctx.id("boots")]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
+    w.rt_ok(&ctx, &["run", "--bundle", &s(&b), &ctx.id("boots")]);
     assert!(
         !marker.exists(),
         "the failure marker survived a successful boot"
@@ -709,13 +699,11 @@ fn a_relative_cwd_is_refused_as_runc_refuses_it() {
     assert!(!w.leases.exists(), "the lease directory was touched");
     let b = ctx.bundle("running", &base_config(&["/bin/sleep", "100"]));
     let id = ctx.id("exec");
-    let out = w.rt(&ctx, &["run", "--detach", "--bundle", &s(&b), &id]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
+    w.rt_ok(&ctx, &["run", "--detach", "--bundle", &s(&b), &id]);
     let out = w.rt(&ctx, &["exec", "--cwd", "tmp", &id, "/bin/pwd"]);
     assert!(!out.ok(), "exec with a relative cwd was accepted");
     assert_says(&ctx, &out, &["Cwd must be an absolute path"]);
-    let out = w.rt(&ctx, &["delete", "--force", &id]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
+    w.rt_ok(&ctx, &["delete", "--force", &id]);
 }
 
 #[test]
@@ -798,8 +786,7 @@ fn stale_closure_builds_and_unused_versions_are_collected_but_not_a_live_ones() 
     };
     let hold = ctx.bundle("hold", &lwk_cfg(&["/bin/sleep", "100"]));
     let a = ctx.id("live");
-    let out = w.rt(&ctx, &["run", "--detach", "--bundle", &s(&hold), &a]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
+    w.rt_ok(&ctx, &["run", "--detach", "--bundle", &s(&hold), &a]);
     let live = mcexecs(&entries());
     assert_eq!(live.len(), 1, "{:?}", entries());
 
@@ -817,8 +804,7 @@ fn stale_closure_builds_and_unused_versions_are_collected_but_not_a_live_ones() 
         .unwrap();
     drop(f);
     let b = ctx.bundle("b", &lwk_cfg(&["/bin/true"]));
-    let out = w.rt(&ctx, &["run", "--bundle", &s(&b), &ctx.id("new")]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
+    w.rt_ok(&ctx, &["run", "--bundle", &s(&b), &ctx.id("new")]);
     let now = entries();
     assert!(!stale.exists() && !old.exists(), "{now:?}");
     assert!(
@@ -828,10 +814,8 @@ fn stale_closure_builds_and_unused_versions_are_collected_but_not_a_live_ones() 
     assert_eq!(mcexecs(&now).len(), 2, "{now:?}");
 
     // Its container gone, gc collects the old version and keeps the current one.
-    let out = w.rt(&ctx, &["delete", "--force", &a]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
-    let out = w.rt(&ctx, &["lwk", "gc"]);
-    assert!(out.ok(), "{}", ctx.explain(&out));
+    w.rt_ok(&ctx, &["delete", "--force", &a]);
+    let out = w.rt_ok(&ctx, &["lwk", "gc"]);
     assert!(
         out.stdout
             .contains(&format!("pruned launcher closure {}", live[0])),
