@@ -618,6 +618,15 @@ fn long_ids_are_refused_with_the_limit_before_anything_is_touched() {
     assert_says(&ctx, &out, &["241 bytes", "at most 200 bytes"]);
     assert!(!w.leases.exists(), "the lease directory was touched");
     assert!(ctx.root_entries().is_empty(), "{:?}", ctx.root_entries());
+    // The limit is the lease file's: a container without an LWK keeps runc's ids.
+    let plain = ctx.bundle("plain", &base_config(&["/bin/true"]));
+    ctx.track(&long);
+    w.rt_ok(&ctx, &["run", "--bundle", &s(&plain), &long]);
+    assert!(
+        !ctx.log_text().contains("\"warning\""),
+        "{}",
+        ctx.log_text()
+    );
     // The same through the OCI hook an engine calls.
     let out = hook(
         &w,

@@ -250,7 +250,10 @@ impl Table {
     /// Take the node lock, waiting at most `lock_timeout_secs`; the directory is
     /// created on first use and checked every time.
     pub fn lock(cfg: &Config) -> Result<Table, LeaseError> {
-        let dir = &cfg.lease_dir;
+        Table::lock_at(&cfg.lease_dir, cfg.lock_timeout_secs)
+    }
+
+    fn lock_at(dir: &Path, timeout_secs: u64) -> Result<Table, LeaseError> {
         private_dir(dir)?;
         private_dir(&dir.join("leases"))?;
         let path = dir.join("lock");
@@ -259,7 +262,7 @@ impl Table {
             &f,
             &path,
             "the LWK node lock",
-            Duration::from_secs(cfg.lock_timeout_secs),
+            Duration::from_secs(timeout_secs),
             "`lock_timeout_secs` in the lwk-runc config",
         )?;
         Ok(Table {
@@ -521,7 +524,8 @@ impl Acquired {
 pub struct PendingCheck {
     kind: LwkKind,
     probe: Probe,
-    cfg: Config,
+    lease_dir: PathBuf,
+    lock_timeout_secs: u64,
 }
 
 impl PendingCheck {
@@ -532,7 +536,7 @@ impl PendingCheck {
         if status.as_deref() == Some("RUNNING") {
             return Ok(());
         }
-        if let Ok(t) = Table::lock(&self.cfg) {
+        if let Ok(t) = Table::lock_at(&self.lease_dir, self.lock_timeout_secs) {
             if let NodeRecord::Known(mut n) = t.node_record(self.kind) {
                 n.checked_ns = 0;
                 let _ = t.set_node(Some(&n), self.kind);
@@ -610,7 +614,8 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Acquired, Le
                     pending = Some(PendingCheck {
                         kind,
                         probe: drv.probe()?,
-                        cfg: cfg.clone(),
+                        lease_dir: cfg.lease_dir.clone(),
+                        lock_timeout_secs: cfg.lock_timeout_secs,
                     });
                     s.checked_ns = now_ns();
                     node_changed = true;
@@ -797,7 +802,10 @@ fn drop_lease(
     owns: &dyn Fn(&Lease) -> bool,
     taken_by_caller: bool,
 ) -> Result<bool, LeaseError> {
-    let key = lease_key(root, id)?;
+    // An id no lease file can have (a plain container's may be longer) holds none.
+    let Ok(key) = lease_key(root, id) else {
+        return Ok(false);
+    };
     let path = lease_file(&cfg.lease_dir, &key);
     if !path.exists() {
         return Ok(false);
@@ -1003,6 +1011,51 @@ mod tests {
         std::os::unix::fs::symlink(&target, dir.join("lock")).unwrap();
         assert!(Table::lock(&at(&dir)).is_err());
         assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_lease_of_a_live_process_is_dropped_only_by_it_and_roots_are_canonical() {
+        let dir = std::env::temp_dir().join(format!("lwk-owner-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let cfg = at(&dir);
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = other.id() as i32;
+        let lease = |owner: i32| Lease {
+            id: "c".into(),
+            root: "/r".into(),
+            kernel: LwkKind::McKernel,
+            owner_pid: owner,
+            owner_start: start_time(owner).unwrap(),
+            init_pid: None,
+            init_start: None,
+            since: 1,
+            slot: 0,
+            bundle: "/b".into(),
+        };
+        let key = lease_key(Path::new("/r"), "c").unwrap();
+        assert_eq!(key, lease_key(Path::new("/r/"), "c").unwrap());
+        assert_eq!(key, lease_key(Path::new("/r/./"), "c").unwrap());
+        Table::lock(&cfg).unwrap().put(&key, &lease(pid)).unwrap();
+        // Another process's create is still running: kept.
+        assert!(!release(&cfg, Path::new("/r/"), "c").unwrap());
+        assert!(read_leases(&dir).len() == 1);
+        // Nor does a hook called for another bundle.
+        assert!(!release_if(&cfg, Path::new("/r"), "c", |l| l.bundle == Path::new("/x")).unwrap());
+        other.kill().unwrap();
+        other.wait().unwrap();
+        // Its owner gone: dropped.
+        assert!(release(&cfg, Path::new("/r"), "c").unwrap());
+        // This process's own lease: dropped although its owner (we) lives.
+        Table::lock(&cfg)
+            .unwrap()
+            .put(&key, &lease(std::process::id() as i32))
+            .unwrap();
+        assert!(release(&cfg, Path::new("/r"), "c").unwrap());
+        assert!(read_leases(&dir).is_empty());
         let _ = fs::remove_dir_all(&dir);
     }
 
