@@ -105,9 +105,12 @@ pub enum LockError {
     },
 }
 
-/// Open (creating, 0600) the lock file of a private directory, never through a
-/// symlink, and refuse one that anyone but root could open: flock works on a read-only
-/// descriptor, so a lock file others can read is a lock they can hold.
+/// Open (creating, 0600) the lock file of a private directory (one the caller checked
+/// only root may write), never through a symlink. flock works on a read-only
+/// descriptor, so a lock file others can read is a lock they can hold: one that is not
+/// root's is refused, and root's own with more than 0600 (as earlier lwk-runc versions
+/// left them on a node) is restricted through the descriptor just opened, which
+/// reaches nothing but that file.
 pub fn open_private(path: &Path, what: &'static str) -> Result<File, LockError> {
     let io = |source| LockError::Io {
         what,
@@ -136,11 +139,12 @@ pub fn open_private(path: &Path, what: &'static str) -> Result<File, LockError> 
         "is not a regular file".to_string()
     } else if !trust::trusted_owner(md.uid()) {
         format!("is owned by uid {}, not root", md.uid())
-    } else if md.mode() & 0o077 != 0 {
-        format!(
-            "may be opened by others (mode {:04o}), who could then hold it",
-            md.mode() & 0o7777
-        )
+    } else if md.mode() & 0o7077 != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        tracing::info!(path = %path.display(), mode = format!("{:04o}", md.mode() & 0o7777), "restricting a lock file to root (0600)");
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+        return Ok(f);
     } else {
         return Ok(f);
     };

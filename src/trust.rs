@@ -14,7 +14,7 @@
 //! checked afterwards, never trusted for being there: a directory someone else made
 //! first fails the check and is refused, not repaired.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
@@ -59,21 +59,27 @@ pub fn trusted_owner(uid: u32) -> bool {
     uid == 0 || uid == euid()
 }
 
-/// Directories already found trusted by this process (they only change under root).
-static CHECKED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+/// Directories this process found trusted on the way to something, and whether others
+/// may add entries to them (sticky, like /tmp). Only root could change that since, so
+/// each is inspected once per process.
+static CHECKED: Mutex<Option<HashMap<PathBuf, bool>>> = Mutex::new(None);
 
-fn already_checked(p: &Path) -> bool {
+fn checked(p: &Path) -> Option<bool> {
     CHECKED
         .lock()
-        .map(|g| g.as_ref().is_some_and(|s| s.contains(p)))
-        .unwrap_or(false)
+        .ok()
+        .and_then(|g| g.as_ref().and_then(|m| m.get(p).copied()))
 }
 
-fn remember(p: &Path) {
+fn remember(p: &Path, open: bool) {
     if let Ok(mut g) = CHECKED.lock() {
-        g.get_or_insert_with(HashSet::new).insert(p.to_path_buf());
+        g.get_or_insert_with(HashMap::new)
+            .insert(p.to_path_buf(), open);
     }
 }
+
+/// Private directories this process has made sure of (see [`ensure_private_dir`]).
+static PRIVATE: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 
 /// The ownership and mode rule for one path; `on_the_way`: a directory some other
 /// path lies under (only there does the sticky bit make others' write access harmless).
@@ -129,19 +135,22 @@ fn walk(path: &Path, hops: &mut u32) -> Result<PathBuf, Untrusted> {
             _ => continue,
         };
         // Whether `cur` is a directory others may add entries to (the sticky case).
-        let open_to_others = if already_checked(&cur) {
-            false
-        } else {
-            let md = std::fs::symlink_metadata(&cur)
-                .map_err(|e| Untrusted::new(&cur, format!("cannot be inspected: {e}")))?;
-            check_meta(&cur, &md, true)?;
-            let open = md.mode() & 0o002 != 0;
-            if !open {
-                remember(&cur);
+        let open_to_others = match checked(&cur) {
+            Some(open) => open,
+            None => {
+                let md = std::fs::symlink_metadata(&cur)
+                    .map_err(|e| Untrusted::new(&cur, format!("cannot be inspected: {e}")))?;
+                check_meta(&cur, &md, true)?;
+                let open = md.mode() & 0o002 != 0;
+                remember(&cur, open);
+                open
             }
-            open
         };
         let next = cur.join(name);
+        if Some(i) != last_normal && checked(&next).is_some() {
+            cur = next; // a directory already found trusted (not a link)
+            continue;
+        }
         let md = match std::fs::symlink_metadata(&next) {
             Ok(md) => md,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -179,9 +188,23 @@ fn walk(path: &Path, hops: &mut u32) -> Result<PathBuf, Untrusted> {
 }
 
 /// A directory for lwk-runc's own state: created (mode 0700, missing parents too) if
-/// absent, then checked like any trusted path. Never repaired: one that someone else
-/// owns or may write to is refused.
+/// absent, then checked like any trusted path (once per process). Never repaired: one
+/// that someone else owns or may write to is refused.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), Untrusted> {
+    let known = PRIVATE
+        .lock()
+        .is_ok_and(|g| g.as_ref().is_some_and(|s| s.contains(dir)));
+    if known {
+        return Ok(());
+    }
+    make_private_dir(dir)?;
+    if let Ok(mut g) = PRIVATE.lock() {
+        g.get_or_insert_with(HashSet::new).insert(dir.to_path_buf());
+    }
+    Ok(())
+}
+
+fn make_private_dir(dir: &Path) -> Result<(), Untrusted> {
     if let Err(u) = check_path(dir) {
         // Missing in a directory anyone may add to (/tmp): made here, checked below.
         let missing = std::fs::symlink_metadata(&u.path)

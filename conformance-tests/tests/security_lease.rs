@@ -76,14 +76,25 @@ fn nobody_else_can_hold_the_node_lock_and_a_stuck_holder_is_named_within_the_bou
     let ctx = Ctx::new();
     let w = World::new(&ctx, "lock_timeout_secs = 2");
     open_for_traversal(&ctx);
+    // A node upgraded in place: the lease directory as earlier versions left it, its
+    // directories 0755 and its lock files world-readable.
+    let lock = w.leases.join("lock");
+    let cache_lock = w.leases.join("closures/.lock");
+    fs::create_dir_all(w.leases.join("closures")).unwrap();
+    for d in [&w.leases, &w.leases.join("closures")] {
+        chmod(d, 0o755);
+    }
+    for l in [&lock, &cache_lock] {
+        fs::write(l, "").unwrap();
+        chmod(l, 0o644);
+    }
     let b = ctx.bundle("b", &lwk_cfg(&["/bin/sleep", "100"]));
     let a = ctx.id("held");
     w.rt_ok(&ctx, &["run", "--detach", "--bundle", &s(&b), &a]);
-    assert_eq!(mode(&w.leases), 0o700);
-    assert_eq!(mode(&w.leases.join("lock")), 0o600);
+    assert_eq!(mode(&lock), 0o600);
+    assert_eq!(mode(&cache_lock), 0o600);
 
     // The attack: a local user holding the lock. They cannot even open it.
-    let lock = w.leases.join("lock");
     let mut c = as_nobody(Path::new("/usr/bin/flock"), &["-w", "1", &s(&lock), "true"]);
     let out = ctx.run_cmd({
         c.stdout(Stdio::null());

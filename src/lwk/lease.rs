@@ -142,12 +142,24 @@ pub fn check_id(id: &str) -> Result<(), LeaseError> {
 /// One spelling per runtime root: `--root S/`, `--root S/.` and `--root S` (or a
 /// symlink to S) must name the same leases. Resolved when it exists, else normalized.
 pub fn canonical_root(root: &Path) -> PathBuf {
-    if root.is_absolute() {
-        if let Ok(p) = fs::canonicalize(root) {
-            return p;
-        }
+    // A process works under one root: resolve it once.
+    static LAST: std::sync::Mutex<Option<(PathBuf, PathBuf)>> = std::sync::Mutex::new(None);
+    if let Some((_, c)) = LAST
+        .lock()
+        .ok()
+        .and_then(|g| g.clone())
+        .filter(|(r, _)| r == root)
+    {
+        return c;
     }
-    root.components().collect()
+    let c = match fs::canonicalize(root) {
+        Ok(p) if root.is_absolute() => p,
+        _ => root.components().collect(),
+    };
+    if let Ok(mut g) = LAST.lock() {
+        *g = Some((root.to_path_buf(), c.clone()));
+    }
+    c
 }
 
 /// The lease file name: the id plus a hash of the (canonical) runtime root, so the same
@@ -248,7 +260,7 @@ pub fn private_dir(dir: &Path) -> Result<(), LeaseError> {
 
 impl Table {
     /// Take the node lock, waiting at most `lock_timeout_secs`; the directory is
-    /// created on first use and checked every time.
+    /// created on first use and checked once per process.
     pub fn lock(cfg: &Config) -> Result<Table, LeaseError> {
         Table::lock_at(&cfg.lease_dir, cfg.lock_timeout_secs)
     }
@@ -991,19 +1003,30 @@ mod tests {
         assert_eq!(mode(&dir.join("leases")), 0o700);
         assert_eq!(mode(&dir.join("lock")), 0o600);
         drop(t);
-        // Opened up by someone: refused, and left as it is.
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
-        let e = Table::lock(&at(&dir)).err().unwrap().to_string();
+        // One someone opened up: refused, and left as it is. (Another path: a process
+        // checks a directory once, since only root can change it afterwards.)
+        let open = dir.join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Table::lock(&at(&open)).err().unwrap().to_string();
         assert!(
-            e.contains(&dir.display().to_string()) && e.contains("writable by group and others"),
+            e.contains(&open.display().to_string()) && e.contains("writable by group and others"),
             "{e}"
         );
-        assert_eq!(mode(&dir), 0o777);
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
-        // A lock file others may open is a lock they may hold: refused.
+        assert_eq!(mode(&open), 0o777);
+        // A lock file others may open is a lock they may hold: root's own (left by an
+        // older lwk-runc) is restricted; anyone else's is refused.
         fs::set_permissions(dir.join("lock"), fs::Permissions::from_mode(0o644)).unwrap();
-        let e = Table::lock(&at(&dir)).err().unwrap().to_string();
-        assert!(e.contains("lock") && e.contains("0644"), "{e}");
+        drop(Table::lock(&at(&dir)).unwrap());
+        assert_eq!(mode(&dir.join("lock")), 0o600);
+        if trust::is_root() {
+            std::os::unix::fs::chown(dir.join("lock"), Some(65534), None).unwrap();
+            let e = Table::lock(&at(&dir)).err().unwrap().to_string();
+            assert!(
+                e.contains("lock") && e.contains("owned by uid 65534"),
+                "{e}"
+            );
+        }
         fs::remove_file(dir.join("lock")).unwrap();
         // A planted symlink is not followed.
         let target = dir.join("target");
