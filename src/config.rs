@@ -420,7 +420,7 @@ impl Config {
             return Ok(());
         }
         for (key, path) in paths.iter().copied() {
-            trust::check_path(path).map_err(|source| ConfigError::UntrustedTool {
+            trust::check_path_once(path).map_err(|source| ConfigError::UntrustedTool {
                 file: self.file_name(),
                 key,
                 fix: source.fix(),
@@ -778,7 +778,7 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o646)).unwrap();
         let e = Config::load_from(&file).unwrap_err().to_string();
         assert!(
-            e.contains("writable by others (mode 0646)") && e.contains("chmod go-w"),
+            e.contains("writable by group or others (mode 0646)") && e.contains("chmod go-w"),
             "{e}"
         );
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();

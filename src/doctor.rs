@@ -433,10 +433,15 @@ fn lease_dir(cfg: &Config, leases: &[(String, Lease)]) -> Vec<Finding> {
             format!("{} is not a directory owned by root (uid {})", dir.display(), md.uid()),
             format!("remove it (no LWK container may be running), or point lease_dir elsewhere: rm -r {}", dir.display()),
         )),
+        Ok(_) if !insecure(dir).is_empty() => out.push(Finding::fail(
+            "lease_dir",
+            format!("{}: {}; lwk-runc refuses it, since whoever can change it steers what root runs", dir.display(), insecure(dir).join("; ")),
+            secure_fix(dir),
+        )),
         Ok(md) if md.permissions().mode() & 0o077 != 0 => out.push(Finding::warn(
             "lease_dir",
-            format!("{} has mode {:04o}; anyone who can open its lock can stall every LWK container", dir.display(), md.permissions().mode() & 0o7777),
-            format!("chmod 0700 {} (the next LWK container does it too)", dir.display()),
+            format!("{} has mode {:04o}; other users can list the node's LWK containers (ids and bundles)", dir.display(), md.permissions().mode() & 0o7777),
+            format!("chmod 0700 {}", dir.display()),
         )),
         Ok(_) => out.push(Finding::ok("lease_dir", format!("{}: root only", dir.display()))),
     }
@@ -647,44 +652,20 @@ fn podman(bin: &Path) -> Finding {
 // -------------------------------------------------------------- files
 
 /// Why `path` (or a directory on the way to it) could be changed by someone other
-/// than root. A world-writable directory with the sticky bit (/tmp) is accepted: no
-/// one but root can rename or remove root's entries in it.
+/// than root: the rule the runtime itself applies (see trust.rs), so what doctor
+/// passes lwk-runc accepts.
 pub fn insecure(path: &Path) -> Vec<String> {
-    let mut problems = Vec::new();
-    let real = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    match fs::metadata(&real) {
-        Ok(md) => {
-            if md.uid() != 0 {
-                problems.push(format!("owned by uid {}, not root", md.uid()));
-            }
-            let mode = md.permissions().mode();
-            if mode & 0o022 != 0 {
-                problems.push(format!(
-                    "writable by group or others (mode {:04o})",
-                    mode & 0o7777
-                ));
-            }
-        }
-        Err(e) => problems.push(e.to_string()),
-    }
-    for dir in real.ancestors().skip(1) {
-        let Ok(md) = fs::metadata(dir) else { continue };
-        let mode = md.permissions().mode();
-        if md.uid() != 0 {
-            problems.push(format!(
-                "its directory {} is owned by uid {}",
-                dir.display(),
-                md.uid()
-            ));
-        } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
-            problems.push(format!(
-                "its directory {} is writable by group or others (mode {:04o})",
-                dir.display(),
-                mode & 0o7777
-            ));
+    match crate::trust::check_path(path) {
+        Ok(()) => Vec::new(),
+        Err(u) => {
+            let real = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+            vec![if u.path == real || u.path == path {
+                u.why.trim_start_matches("is ").to_string()
+            } else {
+                format!("its directory {} {}", u.path.display(), u.why)
+            }]
         }
     }
-    problems
 }
 
 fn secure_fix(path: &Path) -> String {

@@ -94,14 +94,9 @@ pub fn check_meta(path: &Path, md: &std::fs::Metadata, on_the_way: bool) -> Resu
     if mode & 0o022 != 0 {
         let sticky = md.is_dir() && mode & 0o1000 != 0 && on_the_way;
         if !sticky {
-            let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
-                (true, true) => "group and others",
-                (true, false) => "its group",
-                _ => "others",
-            };
             return Err(Untrusted::new(
                 path,
-                format!("is writable by {who} (mode {mode:04o})"),
+                format!("is writable by group or others (mode {mode:04o})"),
             ));
         }
     }
@@ -112,11 +107,18 @@ pub fn check_meta(path: &Path, md: &std::fs::Metadata, on_the_way: bool) -> Resu
 /// is trusted when the directory that would hold it is one only trusted users can
 /// write to.
 pub fn check_path(path: &Path) -> Result<(), Untrusted> {
-    walk(path, &mut 0).map(|_| ())
+    walk(path, &mut 0, false).map(|_| ())
+}
+
+/// [`check_path`], taking the directories this process already found trusted on
+/// the way to something else as they were (only root could have changed them since):
+/// for the runtime, which checks several tools and directories under the same ones.
+pub fn check_path_once(path: &Path) -> Result<(), Untrusted> {
+    walk(path, &mut 0, true).map(|_| ())
 }
 
 /// Follows symlinks as it meets them; returns the resolved path.
-fn walk(path: &Path, hops: &mut u32) -> Result<PathBuf, Untrusted> {
+fn walk(path: &Path, hops: &mut u32, cached: bool) -> Result<PathBuf, Untrusted> {
     if !path.is_absolute() {
         return Err(Untrusted::new(path, "is not an absolute path"));
     }
@@ -135,7 +137,7 @@ fn walk(path: &Path, hops: &mut u32) -> Result<PathBuf, Untrusted> {
             _ => continue,
         };
         // Whether `cur` is a directory others may add entries to (the sticky case).
-        let open_to_others = match checked(&cur) {
+        let open_to_others = match checked(&cur).filter(|_| cached) {
             Some(open) => open,
             None => {
                 let md = std::fs::symlink_metadata(&cur)
@@ -147,7 +149,7 @@ fn walk(path: &Path, hops: &mut u32) -> Result<PathBuf, Untrusted> {
             }
         };
         let next = cur.join(name);
-        if Some(i) != last_normal && checked(&next).is_some() {
+        if cached && Some(i) != last_normal && checked(&next).is_some() {
             cur = next; // a directory already found trusted (not a link)
             continue;
         }
@@ -176,7 +178,7 @@ fn walk(path: &Path, hops: &mut u32) -> Result<PathBuf, Untrusted> {
             }
             let target = std::fs::read_link(&next)
                 .map_err(|e| Untrusted::new(&next, format!("cannot be read: {e}")))?;
-            cur = walk(&cur.join(target), hops)?;
+            cur = walk(&cur.join(target), hops, cached)?;
             continue;
         }
         if Some(i) == last_normal {
@@ -205,7 +207,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), Untrusted> {
 }
 
 fn make_private_dir(dir: &Path) -> Result<(), Untrusted> {
-    if let Err(u) = check_path(dir) {
+    if let Err(u) = check_path_once(dir) {
         // Missing in a directory anyone may add to (/tmp): made here, checked below.
         let missing = std::fs::symlink_metadata(&u.path)
             .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
@@ -227,7 +229,7 @@ fn make_private_dir(dir: &Path) -> Result<(), Untrusted> {
     {
         return Err(Untrusted::new(dir, format!("cannot be created: {e}")));
     }
-    check_path(dir)?;
+    check_path_once(dir)?;
     match std::fs::metadata(dir) {
         Ok(md) if md.is_dir() => Ok(()),
         _ => Err(Untrusted::new(dir, "is not a directory")),
@@ -268,7 +270,7 @@ mod tests {
         let e = check_path(&tool).unwrap_err();
         assert_eq!(e.path, tool);
         assert!(
-            e.why.contains("group and others") && e.why.contains("0777"),
+            e.why.contains("group or others") && e.why.contains("0777"),
             "{e}"
         );
         fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
@@ -279,7 +281,7 @@ mod tests {
         fs::write(sub.join("t"), "").unwrap();
         let e = check_path(&sub.join("t")).unwrap_err();
         assert_eq!(e.path, sub);
-        assert!(e.why.contains("its group"), "{e}");
+        assert!(e.why.contains("(mode 0775)"), "{e}");
         // A link in a trusted place to an untrusted target is untrusted.
         std::os::unix::fs::symlink(sub.join("t"), d.join("link")).unwrap();
         assert_eq!(check_path(&d.join("link")).unwrap_err().path, sub);
@@ -298,7 +300,7 @@ mod tests {
         fs::create_dir(&open).unwrap();
         fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
         let e = ensure_private_dir(&open).unwrap_err();
-        assert!(e.why.contains("writable by group and others"), "{e}");
+        assert!(e.why.contains("writable by group or others"), "{e}");
         assert_eq!(mode(&open), 0o777, "refused, not repaired");
         if is_root() {
             let theirs = d.join("theirs");

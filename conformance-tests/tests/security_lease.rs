@@ -168,7 +168,7 @@ fn a_lease_directory_anyone_else_could_change_is_refused_and_planted_links_are_n
     assert_says(
         &ctx,
         &out,
-        &[&s(&w.leases), "writable by group and others", "chmod go-w"],
+        &[&s(&w.leases), "writable by group or others", "chmod go-w"],
     );
     assert_eq!(mode(&w.leases), 0o777);
     fs::remove_dir_all(&w.leases).unwrap();
@@ -223,7 +223,7 @@ fn a_config_or_tool_that_others_could_change_is_refused() {
         &out,
         &[
             &s(&w.config),
-            "writable by group and others (mode 0666)",
+            "writable by group or others (mode 0666)",
             "chmod go-w",
         ],
     );
@@ -253,7 +253,7 @@ fn a_config_or_tool_that_others_could_change_is_refused() {
         &[
             "mckernel.ihkconfig",
             &s(&tools),
-            "writable by group and others",
+            "writable by group or others",
             "as root",
         ],
     );

@@ -1010,7 +1010,7 @@ mod tests {
         fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
         let e = Table::lock(&at(&open)).err().unwrap().to_string();
         assert!(
-            e.contains(&open.display().to_string()) && e.contains("writable by group and others"),
+            e.contains(&open.display().to_string()) && e.contains("writable by group or others"),
             "{e}"
         );
         assert_eq!(mode(&open), 0o777);
