@@ -585,9 +585,39 @@ fn spawn_watcher(ctx: &Ctx, job: &Job, host_mnt: &File) {
 /// `conexec-reap ID`: wait for the job container's init to end, then delete it.
 pub fn reap(ctx: &Ctx, id: &str) -> Result<()> {
     crate::commands::validate_id(id)?;
-    let Some(pid) = crate::commands::container_pid(ctx, id) else {
+    // None: the container has stopped already (its ranks were done before this
+    // watcher was up), or it is gone.
+    let watched = crate::commands::container_pid(ctx, id);
+    if watched.is_none() && !ctx.container_dir(id).exists() {
         return Ok(());
+    }
+    if let Some(pid) = watched {
+        wait_for_exit(pid);
+    }
+    let job_dir = ctx.root.join(DIR).join(id);
+    let job = Job {
+        name: String::new(),
+        id: id.into(),
+        dir: job_dir.clone(),
     };
+    let _lock = JobLock::take(&job, Duration::from_secs(60))?;
+    // The init we watched is gone; a container of the same id with another init is a
+    // new one, made meanwhile by a later rank.
+    let now = crate::commands::container_pid(ctx, id);
+    if now.is_none() || now == watched {
+        crate::commands::delete_container(ctx, id, true)?;
+        // Under the lock no rank is creating a new container here, so the job's
+        // directory goes with it; a late rank makes a fresh one.
+        if UnixStream::connect(job.sock_path()).is_err() {
+            image::release(&job_dir);
+            let _ = fs::remove_dir_all(&job_dir);
+        }
+    }
+    Ok(())
+}
+
+/// Block until `pid` has ended.
+fn wait_for_exit(pid: i32) {
     // SAFETY: pidfd_open returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
     if fd >= 0 {
@@ -604,25 +634,6 @@ pub fn reap(ctx: &Ctx, id: &str) -> Result<()> {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let job_dir = ctx.root.join(DIR).join(id);
-    let job = Job {
-        name: String::new(),
-        id: id.into(),
-        dir: job_dir.clone(),
-    };
-    let _lock = JobLock::take(&job, Duration::from_secs(60))?;
-    // The init we watched is gone; a container of the same id with another init is a
-    // new one, made meanwhile by a later rank.
-    if crate::commands::container_pid(ctx, id).is_none_or(|p| p == pid) {
-        crate::commands::delete_container(ctx, id, true)?;
-        // Under the lock no rank is creating a new container here, so the job's
-        // directory goes with it; a late rank makes a fresh one.
-        if UnixStream::connect(job.sock_path()).is_err() {
-            image::release(&job_dir);
-            let _ = fs::remove_dir_all(&job_dir);
-        }
-    }
-    Ok(())
 }
 
 /// Collect job containers whose init is gone (a watcher that was killed), for gc.
