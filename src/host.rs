@@ -8,8 +8,19 @@ use std::path::PathBuf;
 pub struct ProcStat {
     /// Field 3: `R`, `S`, `Z`, …
     pub state: char,
+    /// Field 9: the kernel's task flags (PF_*).
+    pub flags: u64,
     /// Field 22: the start time in clock ticks since boot.
     pub start_time: u64,
+}
+
+impl ProcStat {
+    /// Killed or exited and on its way out (PF_EXITING): an init of a pid namespace
+    /// stays so, sleeping, until every other process of its namespace is reaped.
+    pub fn ending(&self) -> bool {
+        const PF_EXITING: u64 = 0x4;
+        matches!(self.state, 'Z' | 'X') || self.flags & PF_EXITING != 0
+    }
 }
 
 pub fn proc_stat(pid: i32) -> Option<ProcStat> {
@@ -20,8 +31,13 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     // The command name (field 2) may hold spaces and parentheses; fields after it are plain.
     let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
     let state = rest.next()?.chars().next()?;
-    let start_time = rest.nth(18)?.parse().ok()?;
-    Some(ProcStat { state, start_time })
+    let flags = rest.nth(5)?.parse().ok()?;
+    let start_time = rest.nth(12)?.parse().ok()?;
+    Some(ProcStat {
+        state,
+        flags,
+        start_time,
+    })
 }
 
 /// Start time of `pid`, None if there is no such process.
@@ -60,6 +76,7 @@ mod tests {
         let stat = proc_stat(me).expect("own stat");
         assert_eq!(start_time(me), Some(stat.start_time));
         assert!(matches!(stat.state, 'R' | 'S'), "{}", stat.state);
+        assert!(!stat.ending());
         assert_eq!(start_time(i32::MAX), None);
         assert_eq!(start_time(0), None);
     }

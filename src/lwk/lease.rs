@@ -175,10 +175,10 @@ pub fn lease_key(root: &Path, id: &str) -> Result<String, LeaseError> {
     Ok(format!("{id}.{h:08x}"))
 }
 
-/// The process `pid` started at `start` still runs (a zombie has ended).
+/// The process `pid` started at `start` still runs (one that is exiting, or a zombie,
+/// has ended).
 pub fn alive(pid: i32, start: u64) -> bool {
-    crate::host::proc_stat(pid)
-        .is_some_and(|s| s.start_time == start && !matches!(s.state, 'Z' | 'X'))
+    crate::host::proc_stat(pid).is_some_and(|s| s.start_time == start && !s.ending())
 }
 
 /// This process, as a lease records its owner.
