@@ -240,3 +240,32 @@ fn exec_cap_flag_takes_runc_capability_names() {
     let out = ctx.rt_ok(&[&["exec", "--cap", "CAP_KILL", &id][..], &show].concat());
     assert!(cap_kill(&out), "--cap CAP_KILL not granted: {}", out.stdout);
 }
+
+#[test]
+fn exec_runs_under_the_containers_seccomp_profile() {
+    // As runc does, and as `docker exec` users rely on: a process joining the container
+    // gets the container's seccomp profile, not an unconfined one.
+    let ctx = Ctx::new();
+    let id = ctx.id("execsc");
+    let mut cfg = base_config(&["sleep", "60"]);
+    cfg["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+    });
+    let b = ctx.bundle("b", &cfg);
+    ctx.create(&b, &id);
+    ctx.rt_ok(&["start", &id]);
+    let out = ctx.rt(&["exec", &id, "mkdir", "/made-by-exec"]);
+    assert!(
+        !out.ok() && out.stderr.contains("Operation not permitted"),
+        "the exec'd mkdir was not refused by the container's profile: {}",
+        ctx.explain(&out)
+    );
+    assert!(
+        !b.join("rootfs/made-by-exec").exists(),
+        "the exec'd process created a directory its profile forbids"
+    );
+    // The profile refuses only what it names.
+    ctx.rt_ok(&["exec", &id, "touch", "/tmp-file-by-exec"]);
+}

@@ -470,6 +470,13 @@ impl TenantContainerBuilder {
             linux_builder = linux_builder.time_offsets(time_offsets.clone());
         }
 
+        // lwk-runc patch: an exec'd process runs under the container's seccomp profile,
+        // as under runc (libcontainer 0.7 rebuilt `linux` without it, so `docker exec`
+        // escaped Docker's default profile). The init applies it as for the container.
+        if let Some(seccomp) = spec_linux.seccomp() {
+            linux_builder = linux_builder.seccomp(seccomp.clone());
+        }
+
         let linux = linux_builder.build()?;
         spec.set_process(Some(process)).set_linux(Some(linux));
 

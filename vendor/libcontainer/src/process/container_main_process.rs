@@ -211,8 +211,11 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
             &mut init_sender,
         )?;
 
+        // lwk-runc patch: only a profile with a notify action hands its listener the
+        // container's state; an exec'd process (which has no container state here) under
+        // any other profile needs none.
         #[cfg(feature = "libseccomp")]
-        if let Some(seccomp) = linux.seccomp() {
+        if let Some(seccomp) = linux.seccomp().as_ref().filter(|s| crate::seccomp::is_notify(s)) {
             let container = container_args
                 .container
                 .as_ref()
