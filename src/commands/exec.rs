@@ -78,7 +78,17 @@ pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
 
     // An exec'd process runs on Linux unless its own env asks for the LWK.
     let cfg = crate::config::Config::load()?;
-    crate::lwk::rewrite_exec_process(&cfg, &ctx.root, id, &mut process, &inherited)?;
+    let asked = crate::lwk::rewrite_exec_process(&cfg, &ctx.root, id, &mut process, &inherited)?;
+    // libcontainer reads the container's spec from the bundle again; where the exec'd
+    // process needs it changed (its seccomp profile in an LWK container), it reads ours.
+    if let Some(kind) = crate::lwk::exec_lwk(&cfg, &ctx.root, id, asked) {
+        if let Some(spec) = crate::lwk::exec_spec(&cfg, id, kind, &load_spec()?)? {
+            let scratch = ctx
+                .container_dir(id)
+                .join(format!("exec-{}-spec.json", std::process::id()));
+            crate::overlay::overlay_config(container.bundle(), &spec, &scratch)?;
+        }
+    }
 
     // Written inside the container's state directory, which only root can reach.
     let process_file = ctx

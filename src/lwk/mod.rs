@@ -600,13 +600,14 @@ pub fn release(cfg: &Config, root: &Path, id: &str) -> Result<(), LwkError> {
 
 /// exec: if the process's own env asks for the LWK (not an `LWK_KERNEL` it inherited from
 /// `inherited`, the container's env; see policy.rs), prefix its args with the launcher.
+/// Returns the LWK the process now runs on.
 pub fn rewrite_exec_process(
     cfg: &Config,
     root: &Path,
     id: &str,
     process: &mut Process,
     inherited: &[String],
-) -> Result<(), LwkError> {
+) -> Result<Option<LwkKind>, LwkError> {
     let env = process.env().clone().unwrap_or_default();
     let Some(req) =
         policy::decide_exec(cfg, &env, inherited).map_err(|source| LwkError::Policy {
@@ -614,7 +615,7 @@ pub fn rewrite_exec_process(
             source,
         })?
     else {
-        return Ok(());
+        return Ok(None);
     };
     let kind = req.kind;
     check_caller(cfg, id, kind)?;
@@ -643,7 +644,45 @@ pub fn rewrite_exec_process(
         id: id.into(),
         kind,
         source,
-    })
+    })?;
+    Ok(Some(kind))
+}
+
+/// exec: the LWK an exec'd process's profile must account for: the one it asked for
+/// (`asked`, from [`rewrite_exec_process`]), else its container's.
+pub fn exec_lwk(cfg: &Config, root: &Path, id: &str, asked: Option<LwkKind>) -> Option<LwkKind> {
+    asked.or_else(|| lease::get(cfg, root, id).map(|l| l.kernel))
+}
+
+/// exec: the container's spec as an exec'd process on or beside `kind` must see it, when
+/// that differs from the bundle's. An exec'd process runs under the container's seccomp
+/// profile, which must let the launcher set its `personality`, as the rewritten spec of
+/// the container's init did. None: the bundle's spec serves as it is.
+pub fn exec_spec(
+    cfg: &Config,
+    id: &str,
+    kind: LwkKind,
+    spec: &Spec,
+) -> Result<Option<Spec>, LwkError> {
+    let has_profile = spec.linux().as_ref().is_some_and(|l| l.seccomp().is_some());
+    if !has_profile {
+        return Ok(None);
+    }
+    let facts = driver::for_kind(cfg, kind)
+        .container_facts()
+        .map_err(|source| LwkError::Driver {
+            id: id.into(),
+            kind,
+            source,
+        })?;
+    if facts.personalities.is_empty() {
+        return Ok(None);
+    }
+    let mut out = spec.clone();
+    let mut linux = out.linux().clone().unwrap_or_default();
+    rewrite::allow_personalities(&mut linux, &facts.personalities);
+    out.set_linux(Some(linux));
+    Ok(Some(out))
 }
 
 /// exec: whether the process must carry the LWK device boundary ([`boundary::fenced`]):

@@ -14,8 +14,8 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxSeccompAction, LinuxSeccompArgBuilder,
-    LinuxSeccompOperator, LinuxSyscall, Mount, Process, Spec,
+    Linux, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxSeccompAction,
+    LinuxSeccompArgBuilder, LinuxSeccompOperator, LinuxSyscall, Mount, Process, Spec,
 };
 
 use crate::lwk::LwkRequest;
@@ -180,28 +180,38 @@ pub fn rewrite(
     if let Some(r) = linux.readonly_paths().clone() {
         linux.set_readonly_paths(Some(r.into_iter().filter(|p| keep(p)).collect()));
     }
-    if let (Some(mut seccomp), false) = (linux.seccomp().clone(), facts.personalities.is_empty()) {
-        // Rules for one syscall are OR'ed: these add to whatever the profile allows.
-        let mut syscalls = seccomp.syscalls().clone().unwrap_or_default();
-        for &value in &facts.personalities {
-            let arg = LinuxSeccompArgBuilder::default()
-                .index(0usize)
-                .value(value)
-                .op(LinuxSeccompOperator::ScmpCmpEq)
-                .build()
-                .expect("all fields of a seccomp argument are set");
-            let mut rule = LinuxSyscall::default();
-            rule.set_names(vec!["personality".into()]);
-            rule.set_action(LinuxSeccompAction::ScmpActAllow);
-            rule.set_args(Some(vec![arg]));
-            syscalls.push(rule);
-        }
-        seccomp.set_syscalls(Some(syscalls));
-        linux.set_seccomp(Some(seccomp));
-    }
+    allow_personalities(&mut linux, &facts.personalities);
     out.set_linux(Some(linux));
     out.set_mounts(Some(mounts));
     Ok(out)
+}
+
+/// When the container has a seccomp profile, allow the `personality(2)` values the
+/// launcher sets (also for `exec`'d processes, which run under the same profile).
+/// Rules for one syscall are OR'ed: these add to whatever the profile allows.
+pub fn allow_personalities(linux: &mut Linux, personalities: &[u64]) {
+    let Some(mut seccomp) = linux.seccomp().clone() else {
+        return;
+    };
+    if personalities.is_empty() {
+        return;
+    }
+    let mut syscalls = seccomp.syscalls().clone().unwrap_or_default();
+    for &value in personalities {
+        let arg = LinuxSeccompArgBuilder::default()
+            .index(0usize)
+            .value(value)
+            .op(LinuxSeccompOperator::ScmpCmpEq)
+            .build()
+            .expect("all fields of a seccomp argument are set");
+        let mut rule = LinuxSyscall::default();
+        rule.set_names(vec!["personality".into()]);
+        rule.set_action(LinuxSeccompAction::ScmpActAllow);
+        rule.set_args(Some(vec![arg]));
+        syscalls.push(rule);
+    }
+    seccomp.set_syscalls(Some(syscalls));
+    linux.set_seccomp(Some(seccomp));
 }
 
 /// The part shared with `exec`: args become head + request options + tail + original args.
