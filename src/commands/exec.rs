@@ -122,8 +122,7 @@ pub fn run(ctx: &Ctx, args: &Exec) -> Result<i32> {
             .map_err(|err| anyhow::anyhow!(describe(&err)))
             .with_context(|| format!("executing a process in container {id}"))
     };
-    // Any process of an LWK container, exec'd ones too, carries the device boundary
-    // (libcontainer applies no seccomp profile to an exec'd process at all).
+    // Any process of an LWK container, exec'd ones too, carries the device boundary.
     let pid = if crate::lwk::exec_fenced(&cfg, &ctx.root, id) {
         crate::lwk::boundary::fenced(build)??
     } else {

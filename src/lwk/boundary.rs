@@ -20,9 +20,9 @@
 //!   conditional `ioctl arg1 == N -> ERRNO` rule when the same filter allows `ioctl`
 //!   unconditionally, as Docker's and podman's defaults do (measured: the rule is
 //!   accepted and has no effect), so every profile would have to be rewritten into
-//!   conditional allows; and libcontainer 0.7's `exec` applies no seccomp profile at
-//!   all (`TenantContainerBuilder` rebuilds `linux` without it), so an exec'd process
-//!   would escape any spec-based rule.
+//!   conditional allows; and libcontainer 0.7's `exec` applied no seccomp profile at
+//!   all (`TenantContainerBuilder` rebuilt `linux` without it; vendor/README.md), so
+//!   an exec'd process escaped any spec-based rule. The filter needs neither.
 //! - A filter installed by lwk-init inside the container: the container's capabilities
 //!   are dropped by then, so loading it needs `no_new_privs`, which would change what
 //!   the workload may do (setuid binaries); and exec'd processes never pass through it.
