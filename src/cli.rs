@@ -133,6 +133,21 @@ pub enum Command {
         #[arg(value_name = "container-id")]
         id: String,
     },
+    /// internal: deletes the container of a foreground `run` that was killed
+    #[command(name = "run-reap", hide = true)]
+    RunReap {
+        /// a pidfd of the `run` process (inherited)
+        #[arg(long)]
+        pidfd: i32,
+        /// the read end of the pipe `run` writes to when it ends by itself (inherited)
+        #[arg(long)]
+        done: i32,
+        /// the container's init pid when `run` created it
+        #[arg(long)]
+        init: i32,
+        #[arg(value_name = "container-id")]
+        id: String,
+    },
     /// internal: the linger reaper; sleeps, then tears the LWK down if still idle
     #[command(name = "lwk-reap", hide = true)]
     LwkReap {

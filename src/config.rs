@@ -89,6 +89,8 @@ pub struct Config {
     pub status_recheck_ms: u64,
     /// The longest wait (s) for the node lock or the closure-cache lock.
     pub lock_timeout_secs: u64,
+    /// The longest an LWK tool may run (s) before it is killed and its call fails.
+    pub tool_timeout_secs: u64,
     /// Whether a user other than root may run a container on an LWK that is already up.
     pub rootless_join: bool,
     pub mckernel: McKernelConfig,
@@ -327,6 +329,7 @@ impl Default for Config {
             pid_stride: 500,
             status_recheck_ms: 1000,
             lock_timeout_secs: 120,
+            tool_timeout_secs: 300,
             rootless_join: false,
             mckernel: McKernelConfig::default(),
             mos: MosConfig::default(),
@@ -514,6 +517,12 @@ impl Config {
             return Err((
                 "lock_timeout_secs".into(),
                 "must be between 1 and 3600 (seconds)".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&self.tool_timeout_secs) {
+            return Err((
+                "tool_timeout_secs".into(),
+                "must be between 1 and 86400 (seconds)".into(),
             ));
         }
         if self.status_recheck_ms > 60_000 {

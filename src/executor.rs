@@ -14,7 +14,9 @@
 //! `Env`, and CRI's pause sandboxes built from them, have none).
 
 use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use libcontainer::container::{ContainerStatus, State};
 use libcontainer::workload::default::get_executor;
@@ -32,8 +34,38 @@ pub struct WorkloadExecutor {
     pub annotations: HashMap<String, String>,
 }
 
+/// A pidfd of the foreground `run` whose container must not outlive it, or -1 (see
+/// run.rs). Set before create; the init, a clone of the runtime, reads its copy.
+static DIE_WITH_RUNTIME: AtomicI32 = AtomicI32::new(-1);
+
+/// Tie the containers this process creates to its life (`pidfd` of this process).
+pub fn die_with_runtime(pidfd: RawFd) {
+    DIE_WITH_RUNTIME.store(pidfd, Ordering::Relaxed);
+}
+
+/// In the init, just before the user process: SIGKILL when the runtime dies. Set this
+/// late because the parent the kernel watches is the runtime's thread that cloned the
+/// init, which for a fenced create (boundary.rs) has ended by now, handing the init to
+/// the main thread; set earlier, that hand-over would fire it. Then a runtime that died
+/// before the prctl (the pidfd says so) ends the container here.
+fn tie_to_runtime() -> Result<(), ExecutorError> {
+    let fd = DIE_WITH_RUNTIME.load(Ordering::Relaxed);
+    if fd < 0 {
+        return Ok(());
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if crate::watcher::pidfd_ended(fd) {
+        return Err(ExecutorError::Other(
+            "the runtime that ran this container in the foreground has died".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Executor for WorkloadExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        tie_to_runtime()?;
         if !self.start_container_hooks.is_empty() {
             let mut state = State::new(
                 &self.id,

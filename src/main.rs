@@ -13,6 +13,7 @@ mod console;
 mod doctor;
 mod engines;
 mod executor;
+mod failpoint;
 mod flock;
 mod hook;
 mod host;
@@ -22,6 +23,7 @@ mod lwk;
 mod overlay;
 mod seal;
 mod trust;
+mod watcher;
 
 use clap::Parser;
 
@@ -30,6 +32,11 @@ fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(code) = lwk::hidden_main(&args) {
         std::process::exit(code);
+    }
+    #[cfg(feature = "failpoints")]
+    if args.get(1).is_some_and(|a| a == "crash-points") {
+        println!("{}", failpoint::POINTS.join("\n"));
+        std::process::exit(0);
     }
     let cli = cli::Cli::parse();
 

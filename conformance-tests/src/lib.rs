@@ -520,6 +520,17 @@ impl Ctx {
         (child, o, e)
     }
 
+    /// Start a prepared command in the background with output to files.
+    pub fn spawn_with(&self, mut c: Command) -> (Child, PathBuf, PathBuf) {
+        let (o, e) = self.out_files();
+        let child = c
+            .stdout(File::create(&o).expect("stdout file"))
+            .stderr(File::create(&e).expect("stderr file"))
+            .spawn()
+            .expect("spawn runtime");
+        (child, o, e)
+    }
+
     pub fn explain(&self, out: &Out) -> String {
         format!(
             "status {:?}\n--- stdout\n{}\n--- stderr\n{}\n--- runtime log\n{}",
@@ -1014,6 +1025,40 @@ sysfs = "{s}/sys/kernel/mOS"
         self.assert_clean();
     }
 
+    /// The node after whatever a test did to it: nothing reserved, no instance or
+    /// partition, no lease (so no pid slot), no container left under `ctx`'s root, no
+    /// process of it (a container's, whose root is under `ctx`'s directory, or one run
+    /// with this node's environment: the runtime, a tool, a watcher) and no mount under
+    /// `ctx`'s directory. Processes are given a few seconds to finish going.
+    pub fn assert_node_clean(&self, ctx: &Ctx) {
+        self.assert_clean();
+        assert!(
+            !self.sim.join("dev/mcos0").exists(),
+            "a McKernel instance is left: {}",
+            self.calls()
+        );
+        let left: Vec<String> = ctx
+            .root_entries()
+            .into_iter()
+            .filter(|e| !e.starts_with('@') && e != "conexec")
+            .collect();
+        assert!(left.is_empty(), "containers left under the root: {left:?}");
+        let stray = || {
+            let p = node_processes(ctx.dir.path(), &self.sim);
+            p.is_empty().then_some(()).ok_or(p)
+        };
+        let t0 = Instant::now();
+        while let Err(p) = stray() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "processes of this node are left: {p:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mounts = mounts_under(ctx.dir.path());
+        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    }
+
     pub fn assert_clean(&self) {
         assert_eq!(
             self.reserved(),
@@ -1141,6 +1186,31 @@ pub fn processes_mentioning(needle: &str) -> Vec<i32> {
         .filter(|pid| {
             let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             String::from_utf8_lossy(&cmd).contains(needle)
+        })
+        .collect()
+}
+
+/// Live processes (other than ours) that belong to a test's node: a container's (its
+/// root is under `dir`) or one started with the node's `LWK_SIM_ROOT` (the runtime, an
+/// LWK tool, a watcher), as "pid cmdline".
+pub fn node_processes(dir: &Path, sim: &Path) -> Vec<String> {
+    let me = std::process::id() as i32;
+    let env = format!("LWK_SIM_ROOT={}", s(sim));
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|&pid| pid != me && pid_alive(pid))
+        .filter(|pid| {
+            let in_dir =
+                fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|r| r.starts_with(dir));
+            let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            in_dir || environ.split(|b| *b == 0).any(|v| v == env.as_bytes())
+        })
+        .map(|pid| {
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!("{pid} {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
         })
         .collect()
 }

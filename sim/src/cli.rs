@@ -62,6 +62,8 @@ pub enum SimCommand {
     Lwkctl(ToolArgs),
     /// mOS: reserve LWK CPUs and memory for a program and exec it there
     Yod(ToolArgs),
+    /// fault: the running McKernel instance OS (default 0) panics now, under whatever runs on it
+    Panic(ToolArgs),
 }
 
 /// Arguments as the real tool takes them.

@@ -420,40 +420,63 @@ impl Topology {
         Topology { cpus, mem, numa }
     }
 
-    /// Env (`LWK_SIM_CPUS`, `LWK_SIM_MEM`, `LWK_SIM_NUMA`) over `$ROOT/topology` over the host.
-    pub fn load() -> Topology {
+    /// Env (`LWK_SIM_CPUS`, `LWK_SIM_MEM`, `LWK_SIM_NUMA`) over `$ROOT/topology` over
+    /// the host. A value that does not parse is an error naming it: a simulated node of
+    /// the host's size instead of the one asked for would make every later result wrong.
+    pub fn try_load() -> Result<Topology, String> {
         let mut t = Topology::host();
-        let f = Kv::parse(&fs::read_to_string(root().join("topology")).unwrap_or_default());
-        if let Some(c) = f.get("cpus").and_then(|v| v.trim().parse().ok()) {
-            t.cpus = c;
+        let file = root().join("topology");
+        let f = Kv::parse(&fs::read_to_string(&file).unwrap_or_default());
+        let from_file = format!("in {}", file.display());
+        let mut set = |key: &str, value: &str, origin: &str| -> Result<(), String> {
+            let v = value.trim();
+            let bad = |what: &str| format!("{key}={value:?} {origin} is not {what}");
+            match key {
+                "cpus" | "LWK_SIM_CPUS" => {
+                    t.cpus =
+                        v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                            bad("a CPU count (a whole number of at least 1, e.g. 8)")
+                        })?
+                }
+                "mem" | "LWK_SIM_MEM" => {
+                    t.mem = parse_size(v).filter(|n| *n > 0).ok_or_else(|| {
+                        bad("a memory size (bytes, or with K, M, G or T, e.g. 16G)")
+                    })?
+                }
+                _ => {
+                    t.numa = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                        bad("a NUMA node count (a whole number of at least 1, e.g. 2)")
+                    })?
+                }
+            }
+            Ok(())
+        };
+        for key in ["cpus", "mem", "numa"] {
+            if let Some(v) = f.get(key) {
+                set(key, v, &from_file)?;
+            }
         }
-        if let Some(m) = f.get("mem").and_then(parse_size) {
-            t.mem = m;
+        for key in ["LWK_SIM_CPUS", "LWK_SIM_MEM", "LWK_SIM_NUMA"] {
+            if let Some(v) = std::env::var_os(key) {
+                set(key, &v.to_string_lossy(), "in the environment")?;
+            }
         }
-        if let Some(n) = f.get("numa").and_then(|v| v.trim().parse().ok()) {
-            t.numa = n;
+        if t.numa > t.cpus {
+            return Err(format!(
+                "the simulated node has {} NUMA nodes but only {} CPUs; give at least one CPU per node",
+                t.numa, t.cpus
+            ));
         }
-        if let Some(c) = std::env::var("LWK_SIM_CPUS")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-        {
-            t.cpus = c;
-        }
-        if let Some(m) = std::env::var("LWK_SIM_MEM")
-            .ok()
-            .and_then(|v| parse_size(&v))
-        {
-            t.mem = m;
-        }
-        if let Some(n) = std::env::var("LWK_SIM_NUMA")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-        {
-            t.numa = n;
-        }
-        t.cpus = t.cpus.max(1);
-        t.numa = t.numa.clamp(1, t.cpus);
-        t
+        Ok(t)
+    }
+
+    /// [`Topology::try_load`], or the error on stderr and exit status 2: a simulated
+    /// node misconfigured by its user, which no real tool would meet.
+    pub fn load() -> Topology {
+        Topology::try_load().unwrap_or_else(|e| {
+            eprintln!("lwk-sim: the simulated node: {e}");
+            std::process::exit(2)
+        })
     }
 
     pub fn node_of(&self, cpu: u32) -> u32 {

@@ -292,6 +292,14 @@ pub fn modprobe(args: &[String]) -> i32 {
         return 1;
     }
     let r = root();
+    // A node the user sized wrongly is refused before anything of it exists.
+    let topo = match Topology::try_load() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("modprobe: ERROR: could not insert 'ihk': the simulated node: {e}");
+            return 1;
+        }
+    };
     let res = (|| -> io::Result<()> {
         fs::create_dir_all(r.join("dev"))?;
         fs::create_dir_all(r.join("ihk"))?;
@@ -301,7 +309,7 @@ pub fn modprobe(args: &[String]) -> i32 {
             .iter()
             .any(|k| std::env::var_os(k).is_some());
         if env_set || !topo_file.exists() {
-            write_atomic(&topo_file, &Topology::load().render())?;
+            write_atomic(&topo_file, &topo.render())?;
         }
         if !state_path().exists() {
             save_host(&Host {
@@ -1036,6 +1044,9 @@ pub fn ihkosctl(argv: &[String]) -> i32 {
             let mut s = fs::read_to_string(kmsg_path(os)).unwrap_or_default();
             match status_of(&kv) {
                 "RUNNING" => s.push_str("IHK/McKernel started.\n"),
+                "PANIC" if kv.get("state") == Some("FAILED") => {
+                    s.push_str("PANIC: simulated LWK panic while running (lwk-sim panic)\n")
+                }
                 "PANIC" => s.push_str("PANIC: simulated boot failure (lwk-sim fault boot_panic)\n"),
                 _ => {}
             }
@@ -1273,6 +1284,35 @@ fn assign_release(file: &File, t: &Topology, assign: bool, what: &str, spec: &st
         0
     })
     .unwrap_or(FAIL)
+}
+
+/// `lwk-sim panic [OS]`: a fault, the running instance panics now. Its status reads
+/// PANIC from then on, and the mcexecs running on it lose their processes (mcexec.rs).
+pub fn panic_now(args: &[String]) -> i32 {
+    let os = args.first().map_or(0, |a| atoi(a));
+    let path = root().join("dev").join(format!("mcos{os}"));
+    let Ok(file) = open_instance(&path, true) else {
+        eprintln!("lwk-sim panic: no OS instance {os} ({})", path.display());
+        return 1;
+    };
+    let r = with_instance(&file, |kv| {
+        if status_of(kv) != "RUNNING" {
+            return Err(status_of(kv));
+        }
+        kv.set("state", "FAILED");
+        Ok(())
+    });
+    match r {
+        Ok(Ok(())) => 0,
+        Ok(Err(st)) => {
+            eprintln!("lwk-sim panic: OS instance {os} is {st}, not RUNNING");
+            1
+        }
+        Err(e) => {
+            eprintln!("lwk-sim panic: {}: {e}", path.display());
+            1
+        }
+    }
 }
 
 /// Paths of the instance files whose holders `mcstop+release.sh -k` kills.

@@ -113,6 +113,7 @@ fn main() {
             cli::SimCommand::McstopRelease(a) => ("mcstop+release.sh", a.args),
             cli::SimCommand::Lwkctl(a) => ("lwkctl", a.args),
             cli::SimCommand::Yod(a) => ("yod", a.args),
+            cli::SimCommand::Panic(a) => ("panic", a.args),
         };
         (tool.to_string(), args)
     };
@@ -124,8 +125,15 @@ fn main() {
         tool.clone()
     }];
     cargv.extend(args.iter().cloned());
+    // A tool stuck in the kernel (an ioctl that never returns) before it acts.
+    if matches!(tool.as_str(), "ihkconfig" | "ihkosctl" | "lwkctl") {
+        if let Some(f) = common::take_fault(&[&format!("{tool}_hang")]) {
+            std::thread::sleep(std::time::Duration::from_millis(f.param_ms(3_600_000)));
+        }
+    }
     let code = match tool.as_str() {
         "ihkconfig" => ihk::ihkconfig(&cargv),
+        "panic" => ihk::panic_now(&args),
         "ihkosctl" => ihk::ihkosctl(&cargv),
         "mcexec" => mcexec::mcexec(&argv, &args),
         "mcreboot.sh" => scripts::mcreboot(&args),

@@ -201,7 +201,36 @@ pub fn mcexec(argv: &[String], args: &[String]) -> i32 {
     };
 
     let crash = take_fault(&["mcexec_crash"]).or_else(|| instance_fault(&dev));
+    watch_instance(dev, os);
     run_child(&prog, &rest, &cpus, crash.map(|f| f.param_ms(100)))
+}
+
+/// Set when the instance stopped RUNNING under the program (`lwk-sim panic`).
+static LOST: AtomicI32 = AtomicI32::new(0);
+
+/// The LWK dies under its processes: a kernel that panicked runs nothing any more.
+/// mcexec notices (its offload calls fail), kills what stood for the LWK process and
+/// exits 255 with a message (our wording; the sources name none).
+fn watch_instance(dev: File, os: u32) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let st = match ihk::read_instance(&dev) {
+            Ok(kv) if kv.get("state") == Some("DESTROYED") => "DESTROYED",
+            Ok(kv) => ihk::status_of(&kv),
+            Err(_) => continue,
+        };
+        if st == "RUNNING" {
+            continue;
+        }
+        eprintln!("mcexec: OS instance {os} is {st}: the program running on it is lost");
+        LOST.store(1, Ordering::SeqCst);
+        let pid = CHILD.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill(2) of our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        return;
+    });
 }
 
 /// Re-execute once through /proc/self/exe with ADDR_NO_RANDOMIZE, as the real
@@ -409,6 +438,9 @@ fn run_child(prog: &str, args: &[String], cpus: &[u32], crash_after: Option<u64>
             if r < 0 && errno() != libc::EINTR {
                 return 1;
             }
+        }
+        if LOST.load(Ordering::SeqCst) != 0 {
+            return 255;
         }
         if libc::WIFEXITED(status) {
             return libc::WEXITSTATUS(status);

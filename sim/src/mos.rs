@@ -472,7 +472,7 @@ fn create_partition(dir: &Path, spec: &str) -> Result<(), String> {
     // Reservation faults for yod move next to the sysfs files, where a yod in
     // a container (without $LWK_SIM_ROOT) still meets them.
     if let Ok(_g) = root_lock() {
-        let moved = drain_faults(&["yod_ebusy", "yod_enomem", "yod_einval"]);
+        let moved = drain_faults(&["yod_ebusy", "yod_enomem", "yod_einval", "yod_crash"]);
         if !moved.is_empty() {
             let mut s = fs::read_to_string(dir.join(".lwk-sim-faults")).unwrap_or_default();
             for f in moved {
@@ -897,6 +897,8 @@ pub fn yod(args: &[String]) -> i32 {
             &["yod_ebusy", "yod_enomem", "yod_einval"],
         )
     });
+    let crash = take_fault(&["yod_crash"])
+        .or_else(|| take_fault_in_file(&dir.join(".lwk-sim-faults"), &["yod_crash"]));
     let sel = match fault.as_ref().map(|f| f.name.as_str()) {
         Some("yod_ebusy") => Err(abort(libc::EBUSY, "simulated fault: resources busy")),
         Some("yod_enomem") => Err(abort(libc::ENOMEM, "simulated fault: out of memory")),
@@ -972,6 +974,9 @@ pub fn yod(args: &[String]) -> i32 {
         let fd = std::os::unix::io::AsRawFd::as_raw_fd(&owner);
         libc::fcntl(fd, libc::F_SETFD, 0);
     }
+    if let Some(f) = crash {
+        crash_later(f.param_ms(100), &owner);
+    }
     std::mem::forget(owner);
     crate::log_now("exec");
     let cargs: Vec<_> = o.cmd.iter().map(|a| cstr(a)).collect();
@@ -985,6 +990,36 @@ pub fn yod(args: &[String]) -> i32 {
     let e = errno();
     crate::unlog();
     abort(-1, &format!("execvp({}): {}", o.cmd[0], strerror(e)))
+}
+
+/// Fault `yod_crash`: the LWK process (yod has exec'd, so it is the program) is killed
+/// by SIGKILL `ms` after the exec, as by a crash. A watchdog child does it; it holds
+/// neither the reservation nor stdio, and dies with the program if that ends first.
+fn crash_later(ms: u64, owner: &std::fs::File) {
+    let owner = std::os::unix::io::AsRawFd::as_raw_fd(owner);
+    // SAFETY: fork in a single-threaded tool; the child makes only async-signal-safe
+    // calls and leaves with _exit.
+    unsafe {
+        let parent = libc::getpid();
+        if libc::fork() != 0 {
+            return;
+        }
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(0);
+        }
+        libc::close(owner);
+        for fd in 0..3 {
+            libc::close(fd);
+        }
+        let ts = libc::timespec {
+            tv_sec: (ms / 1000) as libc::time_t,
+            tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+        };
+        libc::nanosleep(&ts, std::ptr::null_mut());
+        libc::kill(parent, libc::SIGKILL);
+        libc::_exit(0);
+    }
 }
 
 fn advance_rank(g: Option<Flock>, mpi: Option<(u32, u32)>) {

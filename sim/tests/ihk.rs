@@ -472,3 +472,75 @@ fn thirty_two_concurrent_callers_never_corrupt_state() {
     }
     assert_eq!(s.ok("ihkconfig", &["0", "query", "cpu"]).trim(), "");
 }
+
+#[test]
+fn a_malformed_node_size_is_an_error_naming_it_not_the_hosts_size() {
+    for (var, value, what) in [
+        ("LWK_SIM_CPUS", "0-8", "a CPU count"),
+        ("LWK_SIM_CPUS", "0", "a CPU count"),
+        ("LWK_SIM_MEM", "lots", "a memory size"),
+        ("LWK_SIM_NUMA", "-1", "a NUMA node count"),
+    ] {
+        let s = Sim::new().with_env(var, value);
+        let o = s.run("lwk-sim", &["modprobe"]);
+        assert_eq!(o.code, Some(1), "{var}={value}: {o:?}", o = o.stderr);
+        assert!(
+            o.stderr.contains(&format!("{var}=\"{value}\"")) && o.stderr.contains(what),
+            "{var}={value}: {}",
+            o.stderr
+        );
+        assert!(
+            !s.root.join("dev/mcd0").exists(),
+            "{var}={value} made a node"
+        );
+    }
+    // More NUMA nodes than CPUs cannot be split.
+    let s = Sim::new()
+        .with_env("LWK_SIM_CPUS", "2")
+        .with_env("LWK_SIM_NUMA", "4");
+    let o = s.run("lwk-sim", &["modprobe"]);
+    assert!(
+        o.code == Some(1) && o.stderr.contains("4 NUMA nodes but only 2 CPUs"),
+        "{}",
+        o.stderr
+    );
+    // A node made right, then a tool run with a bad value: refused, state unchanged.
+    let s = Sim::new().with_env("LWK_SIM_CPUS", "8");
+    s.ok("lwk-sim", &["modprobe"]);
+    let o = s
+        .cmd("ihkconfig")
+        .env("LWK_SIM_CPUS", "0-8")
+        .args(["0", "reserve", "cpu", "1"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("LWK_SIM_CPUS=\"0-8\""));
+    assert_eq!(s.ok("ihkconfig", &["0", "query", "cpu"]).trim(), "");
+    // The topology file is checked the same way.
+    s.write("topology", "cpus=eight\n");
+    let o = s.run("ihkconfig", &["0", "reserve", "cpu", "1"]);
+    assert!(
+        o.code == Some(2) && o.stderr.contains("topology"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn a_hanging_tool_fault_holds_the_call_until_it_is_killed() {
+    let s = Sim::new();
+    s.ok("lwk-sim", &["modprobe"]);
+    s.write("faults", "ihkconfig_hang once\n");
+    let mut c = s.spawn("ihkconfig", &["0", "reserve", "cpu", "1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        c.try_wait().unwrap().is_none(),
+        "the hanging ihkconfig returned"
+    );
+    c.kill().unwrap();
+    c.wait().unwrap();
+    // Killed before it acted: nothing reserved; the fault was used up.
+    assert_eq!(s.ok("ihkconfig", &["0", "query", "cpu"]).trim(), "");
+    assert!(!s.read("faults").contains("ihkconfig_hang"));
+    s.ok("ihkconfig", &["0", "reserve", "cpu", "1"]);
+}

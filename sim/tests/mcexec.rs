@@ -280,3 +280,22 @@ fn inside_a_container_mcexec_works_through_dev_mcos0_alone() {
     // Calls made inside the container are not in the host's log (its root is unreachable).
     assert_eq!(s.calls("mcexec", ""), 0);
 }
+
+#[test]
+fn an_lwk_panic_under_a_running_program_ends_it_and_its_mcexec() {
+    let s = Sim::new();
+    s.boot("1", "64M");
+    let mut c = s.spawn("mcexec", &["sleep", "30"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(c.try_wait().unwrap().is_none());
+    s.ok("lwk-sim", &["panic"]);
+    assert_eq!(s.status(), "PANIC");
+    let o: Out = c.wait_with_output().expect("wait").into();
+    assert_eq!(o.code, Some(255), "{}", o.stderr);
+    assert!(o.stderr.contains("OS instance 0 is PANIC"), "{}", o.stderr);
+    assert!(s.ok("ihkosctl", &["0", "kmsg"]).contains("PANIC"));
+    // Only a RUNNING instance panics; the dead one is destroyed as usual.
+    assert_eq!(s.run("lwk-sim", &["panic"]).code, Some(1));
+    assert_eq!(s.run("mcexec", &["true"]).code, Some(1));
+    s.ok("ihkconfig", &["0", "destroy", "0"]);
+}

@@ -245,3 +245,29 @@ fn forty_concurrent_yods_share_32_cpus_without_double_booking() {
     assert_eq!(sysfs(&s, "lwkcpus_reserved"), "");
     assert_eq!(sysfs(&s, "lwkmem_reserved"), "0");
 }
+
+#[test]
+fn yod_crash_kills_the_program_mid_run_and_frees_its_reservation() {
+    let s = Sim::new().with_env("LWK_SIM_CPUS", "8");
+    s.ok("lwk-sim", &["modprobe"]);
+    s.write("faults", "yod_crash once 300\n");
+    s.ok("lwkctl", &["-c", "lwkcpus=1.2-5 lwkmem=1G"]);
+    // Moved next to the sysfs files with the other yod faults.
+    assert_eq!(s.read("faults").trim(), "");
+    let o = s.run(
+        "yod",
+        &[
+            "-C",
+            "1",
+            "-M",
+            "1M",
+            "sh",
+            "-c",
+            "echo started; exec sleep 30",
+        ],
+    );
+    assert_eq!(o.signal, Some(9), "{}", o.stderr);
+    assert_eq!(o.stdout.trim(), "started");
+    // The dead owner's reservation is reclaimed: a yod asking for all four CPUs gets them.
+    s.ok("yod", &["-C", "4", "-M", "1M", "true"]);
+}

@@ -28,6 +28,7 @@ pub fn create(
 ) -> Result<(Container, Option<crate::console::Listener>)> {
     let id = opts.container_id.as_str();
     validate_id(id)?;
+    crate::failpoint::hit("create-begin");
     let bundle = std::fs::canonicalize(&opts.bundle).with_context(|| {
         format!(
             "bundle {} does not exist or is not accessible",
@@ -74,6 +75,7 @@ pub fn create(
     let cfg = crate::config::Config::load()?;
     let prepared = crate::lwk::prepare_create(&cfg, &ctx.root, id, &bundle, &spec, conexec)?;
     let lwk = prepared.is_some();
+    crate::failpoint::hit("create-rewritten");
     let (rewritten, pending, fenced) = match prepared {
         Some(p) => (Some(p.spec), p.pending, p.fenced),
         None => (None, None, false),
@@ -98,12 +100,14 @@ pub fn create(
     };
     let container = match built {
         Ok(mut c) if lwk => {
+            crate::failpoint::hit("create-built");
             let pid = c.pid().map_or(0, |p| p.as_raw());
             if let Err(err) = crate::lwk::container_created(&cfg, &ctx.root, id, pid, pending) {
                 let _ = c.delete(true);
                 let _ = crate::lwk::release(&cfg, &ctx.root, id);
                 return Err(err.into());
             }
+            crate::failpoint::hit("create-init-recorded");
             c
         }
         Ok(c) => c,
@@ -138,6 +142,7 @@ pub fn create(
         }
         return Err(err);
     }
+    crate::failpoint::hit("create-done");
     Ok((container, console))
 }
 

@@ -9,11 +9,13 @@ use crate::commands::create::describe;
 
 pub fn run(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
     validate_id(id)?;
+    crate::failpoint::hit("delete-begin");
     let res = delete(ctx, id, force);
     // Once the container is gone (deleted now, or never fully created), drop its LWK
     // lease; the last one tears the LWK down. A teardown failure does not undo the
     // delete: `lwk-runc lwk gc` retries it.
     if !ctx.container_dir(id).join("state.json").exists() {
+        crate::failpoint::hit("delete-container-gone");
         match crate::config::Config::load() {
             Ok(cfg) => {
                 if let Err(e) = crate::lwk::release(&cfg, &ctx.root, id) {

@@ -97,6 +97,12 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::LwkReap { secs } => lwk::reap(secs).map(|_| 0),
         Command::Conexec(args) => conexec::run(&ctx, &args),
         Command::ConexecReap { id } => crate::conexec::reap(&ctx, &id).map(|_| 0),
+        Command::RunReap {
+            pidfd,
+            done,
+            init,
+            id,
+        } => run::reap(&ctx, &id, pidfd, done, init).map(|_| 0),
     }
 }
 

@@ -25,6 +25,7 @@ pub fn run(ctx: &Ctx, id: &str) -> Result<()> {
 /// Starts a container already in hand (`run` has it from `create`).
 pub fn start(ctx: &Ctx, container: &mut Container) -> Result<()> {
     let id = container.id().to_owned();
+    crate::failpoint::hit("start-begin");
     if container.status() != ContainerStatus::Created {
         bail!(
             "cannot start container {id}: it is {}, not created",
@@ -40,6 +41,7 @@ pub fn start(ctx: &Ctx, container: &mut Container) -> Result<()> {
         let cfg = crate::config::Config::load()?;
         crate::lwk::before_start(&cfg, &ctx.root, &id, pid)
             .with_context(|| format!("starting container {id}"))?;
+        crate::failpoint::hit("start-slot-placed");
     }
     let before = pid.and_then(exe_of);
     if let Err(err) = container.start() {
@@ -50,6 +52,7 @@ pub fn start(ctx: &Ctx, container: &mut Container) -> Result<()> {
         }
         bail!("starting container {id}: {}", describe(&err));
     }
+    crate::failpoint::hit("start-done");
     if poststart.is_empty() {
         return Ok(());
     }

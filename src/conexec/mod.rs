@@ -534,57 +534,34 @@ impl Drop for Redirect {
 }
 
 /// The watcher: deletes the job's container once its init has gone. Detached from
-/// the rank (own session, no stdio), so a launcher that kills the rank's process group
-/// does not kill it and never waits for its output.
+/// the rank (own session, no stdio, out of the caller's cgroups: see watcher.rs), so a
+/// launcher that kills the rank's process group, or a scheduler that kills the step's
+/// cgroup, does not kill it, and nobody waits for its output.
 ///
 /// The watcher holds an flock on the job's `reap.lock` from before it starts (taken
 /// here, inherited) until it has finished, so the job's last client can wait for the
 /// deletion by blocking on that lock.
 fn spawn_watcher(ctx: &Ctx, job: &Job, host_mnt: &File) {
-    use std::os::unix::process::CommandExt;
     let held = crate::host::open_lock(&job.reap_lock_path())
         .ok()
         .filter(|f| {
             // SAFETY: flock on a descriptor we own.
             unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
         });
-    let held_fd = held.as_ref().map(|f| f.as_raw_fd());
-    // Not current_exe(): the sealed binary's path is a detached mount nobody can open.
-    let mut c = std::process::Command::new("/proc/self/exe");
-    c.arg("--root")
-        .arg(&ctx.root)
-        .arg("conexec-reap")
-        .arg(&job.id)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mnt = host_mnt.as_raw_fd();
-    // SAFETY: setns and setsid in the (single-threaded) child before exec.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::setns(mnt, libc::CLONE_NEWNS) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            libc::setsid();
-            if let Some(fd) = held_fd {
-                // Keep the locked descriptor across exec: the watcher holds the lock.
-                libc::fcntl(fd, libc::F_SETFD, 0);
-            }
-            Ok(())
-        });
-    }
-    match c.spawn() {
-        Ok(_) => {}
-        Err(e) => tracing::warn!(
+    // The locked descriptor is kept across exec: the watcher holds the lock.
+    let keep: Vec<RawFd> = held.iter().map(|f| f.as_raw_fd()).collect();
+    if let Err(e) = crate::watcher::spawn(&ctx.root, &["conexec-reap", &job.id], host_mnt, &keep) {
+        tracing::warn!(
             "starting the watcher of container {}: {e}; `lwk-runc lwk gc` will delete it",
             job.id
-        ),
+        );
     }
 }
 
 /// `conexec-reap ID`: wait for the job container's init to end, then delete it.
 pub fn reap(ctx: &Ctx, id: &str) -> Result<()> {
     crate::commands::validate_id(id)?;
+    crate::watcher::leave_callers_cgroups();
     // None: the container has stopped already (its ranks were done before this
     // watcher was up), or it is gone.
     let watched = crate::commands::container_pid(ctx, id);
@@ -621,13 +598,8 @@ fn wait_for_exit(pid: i32) {
     // SAFETY: pidfd_open returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
     if fd >= 0 {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: poll on one pollfd we own.
-        while unsafe { libc::poll(&mut p, 1, -1) } < 0 {}
+        crate::watcher::wait_pidfd(fd);
+        // SAFETY: closing the descriptor opened above.
         unsafe { libc::close(fd) };
     } else {
         while crate::host::start_time(pid).is_some() {

@@ -20,6 +20,12 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    #[error("LWK tool {path} (config key `{key}`) did not finish within {secs} s and was killed with what it started; `lwk-runc doctor` shows the node, and `tool_timeout_secs` in the lwk-runc config sets the bound")]
+    ToolHung {
+        path: PathBuf,
+        key: String,
+        secs: u64,
+    },
     #[error("{kind}: `{cmd}` failed ({status}): {output}")]
     ToolFailed {
         kind: LwkKind,
@@ -105,7 +111,12 @@ pub trait Driver {
     fn reserved(&self) -> Result<Option<String>, DriverError>;
 }
 
+/// How long one tool may run: `tool_timeout_secs`, set by [`for_kind`], through which
+/// every tool this process runs is reached.
+static TOOL_TIMEOUT_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(300);
+
 pub fn for_kind(cfg: &Config, kind: LwkKind) -> Box<dyn Driver + '_> {
+    TOOL_TIMEOUT_SECS.store(cfg.tool_timeout_secs, std::sync::atomic::Ordering::Relaxed);
     match kind {
         LwkKind::McKernel => Box::new(mckernel::McKernel::new(&cfg.mckernel)),
         LwkKind::Mos => Box::new(mos::Mos::new(&cfg.mos)),
@@ -125,12 +136,15 @@ impl ToolOutput {
     }
 }
 
-/// Start a tool with its output captured. Spawn failure (missing, not executable)
-/// names the config key.
+/// Start a tool with its output captured, in a process group of its own (so that a
+/// tool that hangs is killed with whatever it started). Spawn failure (missing, not
+/// executable) names the config key.
 pub fn spawn(tool: &Path, key: &str, args: &[String]) -> Result<Child, DriverError> {
+    use std::os::unix::process::CommandExt;
     tracing::debug!(tool = %tool.display(), ?args, "running LWK tool");
     Command::new(tool)
         .args(args)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -142,15 +156,35 @@ pub fn spawn(tool: &Path, key: &str, args: &[String]) -> Result<Child, DriverErr
         })
 }
 
-/// Wait for a tool started by [`spawn`] and collect what it printed.
+/// Wait for a tool started by [`spawn`] and collect what it printed; one that runs
+/// past `tool_timeout_secs` is killed with its process group, and the call fails.
 pub fn collect(child: Child, tool: &Path, key: &str) -> Result<ToolOutput, DriverError> {
-    let out = child
-        .wait_with_output()
-        .map_err(|source| DriverError::MissingTool {
-            path: tool.to_path_buf(),
-            key: key.into(),
-            source,
-        })?;
+    let secs = TOOL_TIMEOUT_SECS.load(std::sync::atomic::Ordering::Relaxed);
+    let pgid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let waited = match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(w) => w,
+        Err(_) => {
+            // SAFETY: kill(2) of the process group spawn() made for this tool.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            // A descendant that left the group may keep the pipes open: do not wait on it.
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+            tracing::error!(tool = %tool.display(), secs, "LWK tool hung; killed");
+            return Err(DriverError::ToolHung {
+                path: tool.to_path_buf(),
+                key: key.into(),
+                secs,
+            });
+        }
+    };
+    let out = waited.map_err(|source| DriverError::MissingTool {
+        path: tool.to_path_buf(),
+        key: key.into(),
+        source,
+    })?;
     Ok(ToolOutput {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

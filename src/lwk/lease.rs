@@ -229,6 +229,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
             .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
+        crate::failpoint::hit("record-tmp-written");
         fs::rename(&tmp, path)?;
         if let Some(d) = path.parent() {
             File::open(d)?.sync_all()?;
@@ -576,6 +577,7 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Acquired, Le
     let key = lease_key(n.root, n.id)?;
     let queued_at = now_ns();
     let t = Table::lock(cfg)?;
+    crate::failpoint::hit("lease-acquire-locked");
     let live = t.sweep()?.live;
     if let Some((_, old)) = live.iter().find(|(k, _)| *k == key) {
         // sweep() kept it, so its process lives.
@@ -686,6 +688,7 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Acquired, Le
             }),
             kind,
         )?;
+        crate::failpoint::hit("lease-booting-recorded");
         if let Err(e) = drv.bring_up() {
             tracing::error!(kernel = %kind, error = %e, "LWK boot failed; tearing down");
             if let Err(td) = drv.tear_down() {
@@ -708,6 +711,7 @@ pub fn acquire(cfg: &Config, kind: LwkKind, n: &NewLease) -> Result<Acquired, Le
             }),
             kind,
         )?;
+        crate::failpoint::hit("lease-acquire-up");
         return Ok(Acquired {
             lease,
             pending: None,
@@ -833,6 +837,7 @@ fn drop_lease(
         std::thread::sleep(Duration::from_millis(10));
     }
     let t = Table::lock(cfg)?;
+    crate::failpoint::hit("lease-release-locked");
     let mut dropped = false;
     if let Some(l) = t.get(&key) {
         if !owns(&l) {
@@ -843,6 +848,7 @@ fn drop_lease(
             dropped = t.remove(&key)?;
         }
     }
+    crate::failpoint::hit("lease-release-removed");
     let live = t.sweep()?.live;
     settle(cfg, &t, &live, false)?;
     Ok(dropped)
@@ -897,7 +903,10 @@ fn settle(
             continue;
         }
         match driver::for_kind(cfg, kind).tear_down() {
-            Ok(()) => t.set_node(None, kind)?,
+            Ok(()) => {
+                crate::failpoint::hit("teardown-done");
+                t.set_node(None, kind)?
+            }
             Err(e) => {
                 tracing::error!(kernel = %kind, error = %e, "LWK teardown failed; `lwk-runc lwk gc` retries");
                 first_err.get_or_insert(LeaseError::Driver(e));

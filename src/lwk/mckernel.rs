@@ -82,6 +82,7 @@ impl<'a> McKernel<'a> {
         }
         self.ihkconfig(&["reserve", "cpu", &c.cpus])?;
         self.ihkconfig(&["reserve", "mem", &c.memory])?;
+        crate::failpoint::hit("boot-reserved");
         // `create`'s exit status is the new OS index (lwk-tools.md §1.2): 0 on a fresh node.
         let a = vec![c.device.to_string(), "create".to_string()];
         let o = run(&c.ihkconfig, "mckernel.ihkconfig", &a)?;
@@ -102,6 +103,7 @@ impl<'a> McKernel<'a> {
         self.ihkosctl(&["load", &image])?;
         self.ihkosctl(&["kargs", &c.kargs])?;
         self.ihkosctl(&["boot"])?;
+        crate::failpoint::hit("boot-issued");
         Ok(())
     }
 
@@ -322,6 +324,7 @@ impl Driver for McKernel<'_> {
                 return Err(e);
             }
         }
+        crate::failpoint::hit("teardown-destroyed");
         let (cpus, mem) = self.query_reserved()?;
         if !cpus.is_empty() {
             self.ihkconfig(&["release", "cpu", &cpus])?;

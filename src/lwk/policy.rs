@@ -273,30 +273,48 @@ pub fn check_args(
                 ),
             )
         })?;
+        // A value, inline or the next token, is a value: never an option (or a negative
+        // count) and never a number the launcher's `int` cannot hold.
+        let check_value = |v: &str| -> Result<(), PolicyError> {
+            if v.len() > MAX_TOKEN_BYTES {
+                return Err(bad(
+                    v,
+                    format!("longer than {MAX_TOKEN_BYTES} bytes; no launcher value is"),
+                ));
+            }
+            if let Some(c) = v.chars().find(|c| !safe_char(*c)) {
+                return Err(bad(v, char_reason(c)));
+            }
+            if v.starts_with('-') {
+                return Err(bad(
+                    v,
+                    format!("option {name} needs a value, not another option or a negative number"),
+                ));
+            }
+            if v.bytes().all(|b| b.is_ascii_digit()) && v.parse::<i32>().is_err() {
+                return Err(bad(
+                    v,
+                    format!(
+                        "option {name}: {v} is larger than the launcher can take (at most {})",
+                        i32::MAX
+                    ),
+                ));
+            }
+            Ok(())
+        };
         match (takes_value, inline) {
             (false, None) => out.push(tok.to_string()),
             (false, Some(_)) => return Err(bad(tok, format!("option {name} takes no value"))),
-            (true, Some(v)) if !v.is_empty() => out.push(tok.to_string()),
+            (true, Some(v)) if !v.is_empty() => {
+                check_value(v)?;
+                out.push(tok.to_string())
+            }
             (true, Some(_)) => return Err(bad(tok, format!("option {name} needs a value"))),
             (true, None) => {
                 let v = tokens
                     .next()
                     .ok_or_else(|| bad(tok, format!("option {name} needs a value")))?;
-                if v.len() > MAX_TOKEN_BYTES {
-                    return Err(bad(
-                        v,
-                        format!("longer than {MAX_TOKEN_BYTES} bytes; no launcher value is"),
-                    ));
-                }
-                if let Some(c) = v.chars().find(|c| !safe_char(*c)) {
-                    return Err(bad(v, char_reason(c)));
-                }
-                if v.starts_with('-') {
-                    return Err(bad(
-                        v,
-                        format!("option {name} needs a value, not another option"),
-                    ));
-                }
+                check_value(v)?;
                 if name.starts_with("--") {
                     out.push(format!("{name}={v}"));
                 } else {
@@ -400,6 +418,13 @@ mod tests {
             ("-t -t", "not another option"),
             ("--disable-sched-yield=1", "takes no value"),
             ("-t `x`", "'`'"),
+            ("--mpol-threshold=--foo=bar", "not another option"),
+            ("--mpol-threshold=-1", "negative"),
+            ("-t 99999999999", "larger than the launcher can take"),
+            (
+                "--extend-heap-by=2147483648",
+                "larger than the launcher can take",
+            ),
         ] {
             let e = decide(
                 &c,
