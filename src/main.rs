@@ -15,6 +15,8 @@ mod engines;
 mod executor;
 mod failpoint;
 mod flock;
+#[cfg(test)]
+mod fuzz;
 mod hook;
 mod host;
 mod image;

@@ -405,7 +405,7 @@ pub struct Ctx {
     pub dir: tempfile::TempDir,
     pub root: PathBuf,
     pub log: PathBuf,
-    ids: std::cell::RefCell<Vec<String>>,
+    ids: std::sync::Mutex<Vec<String>>,
     n: AtomicUsize,
 }
 
@@ -440,7 +440,10 @@ impl Ctx {
     }
 
     pub fn track(&self, id: &str) {
-        self.ids.borrow_mut().push(id.to_string());
+        self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(id.to_string());
     }
 
     /// Create a bundle directory `name` with a fresh rootfs and `cfg` as
@@ -609,7 +612,8 @@ impl Default for Ctx {
 
 impl Drop for Ctx {
     fn drop(&mut self) {
-        for id in self.ids.borrow().iter() {
+        let ids = std::mem::take(&mut *self.ids.lock().unwrap_or_else(|e| e.into_inner()));
+        for id in ids.iter() {
             let _ = self
                 .cmd(&["delete", "--force", id])
                 .stdout(Stdio::null())
@@ -1055,7 +1059,9 @@ sysfs = "{s}/sys/kernel/mOS"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let mounts = mounts_under(ctx.dir.path());
+        // A lease directory on a file system of its own (a test's) is the test's mount.
+        let mut mounts = mounts_under(ctx.dir.path());
+        mounts.retain(|m| Path::new(m) != self.leases);
         assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     }
 
@@ -1344,4 +1350,40 @@ pub fn mpi_ranks(stdout: &str) -> Vec<HashMap<String, String>> {
         .collect();
     v.sort_by_key(|r| r["rank"].parse::<u32>().unwrap());
     v
+}
+
+/// Every entry under `dir`: path, type, mode, owner, size, mtime, link target, and the
+/// content of small files.
+pub fn snapshot(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&d).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            let extra = if md.file_type().is_symlink() {
+                s(&fs::read_link(&p).unwrap())
+            } else if md.is_file() && md.len() < 65536 {
+                String::from_utf8_lossy(&fs::read(&p).unwrap()).into_owned()
+            } else {
+                String::new()
+            };
+            out.push(format!(
+                "{} {:o} {}:{} {} {}.{} {extra}",
+                p.strip_prefix(dir).unwrap().display(),
+                std::os::unix::fs::PermissionsExt::mode(&md.permissions()),
+                std::os::unix::fs::MetadataExt::uid(&md),
+                std::os::unix::fs::MetadataExt::gid(&md),
+                md.len(),
+                std::os::unix::fs::MetadataExt::mtime(&md),
+                std::os::unix::fs::MetadataExt::mtime_nsec(&md),
+            ));
+            if md.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
 }

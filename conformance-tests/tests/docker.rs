@@ -535,4 +535,56 @@ fn docker_on_the_simulated_lwk(d: &Daemon, w: &World, run: &[&str]) {
     );
     assert_eq!(w.count("lwkctl\t-d -f"), 0, "{}", w.calls());
     w.assert_booted_and_torn_down("mos", 2);
+
+    // Faults, as a Docker user meets them: the LWK's boot panics; a tool is missing.
+    let boots = w.count("\t0 boot\t");
+    let lwk_echo = [
+        run,
+        &["-e", "LWK_KERNEL=mckernel", IMAGE, "echo", "should-not-run"],
+    ]
+    .concat();
+    std::fs::write(w.sim.join("faults"), "boot_panic once\n").unwrap();
+    let out = d.try_docker(&lwk_echo);
+    assert_ne!(out.code, Some(0), "ran on a panicked LWK: {}", out.stdout);
+    for want in [
+        "McKernel failed to boot",
+        "PANIC",
+        "kmsg",
+        "Nothing is left reserved",
+    ] {
+        assert!(
+            out.stderr.contains(want),
+            "docker's error lacks {want:?}: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(w.count("\t0 boot\t"), boots + 1, "{}", w.calls());
+    w.assert_clean();
+    let good = std::fs::read_to_string(&w.config).unwrap();
+    let ihkconfig = format!("{}/ihkconfig", sim_bin());
+    std::fs::write(
+        &w.config,
+        good.replace(&ihkconfig, "/nonexistent/ihkconfig"),
+    )
+    .unwrap();
+    let out = d.try_docker(&lwk_echo);
+    std::fs::write(&w.config, &good).unwrap();
+    assert_ne!(out.code, Some(0), "ran without ihkconfig: {}", out.stdout);
+    assert!(
+        out.stderr.contains("/nonexistent/ihkconfig") && out.stderr.contains("mckernel.ihkconfig"),
+        "docker's error names neither the tool nor its key: {}",
+        out.stderr
+    );
+    assert_eq!(w.count("\t0 boot\t"), boots + 1, "{}", w.calls());
+    w.assert_clean();
+    // And the node serves the next container.
+    let out = d.docker(
+        &[
+            run,
+            &["-e", "LWK_KERNEL=mckernel", IMAGE, "echo", "recovered"],
+        ]
+        .concat(),
+    );
+    assert_eq!(out.stdout.trim(), "recovered");
+    w.assert_clean();
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -449,4 +449,113 @@ fn staggered_ranks_still_make_one_container_and_one_group() {
     );
     n.w.assert_booted_and_torn_down("mckernel", 1);
     n.assert_clean();
+}
+
+/// A Slurm step's cgroups, made by hand: a cgroup `name` in every hierarchy (cpuset's
+/// CPUs and memory copied from its parent, as Slurm's task/cgroup fills them in).
+struct StepCgroup(Vec<PathBuf>);
+
+impl StepCgroup {
+    fn new(name: &str) -> StepCgroup {
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mut dirs = Vec::new();
+        for l in info.lines() {
+            let (left, right) = l.split_once(" - ").unwrap();
+            let f: Vec<&str> = left.split_whitespace().collect();
+            if !matches!(right.split_whitespace().next(), Some("cgroup" | "cgroup2")) || f[3] != "/"
+            {
+                continue;
+            }
+            let d = Path::new(f[4]).join(name);
+            fs::create_dir_all(&d).unwrap();
+            for k in ["cpuset.cpus", "cpuset.mems"] {
+                if let Ok(v) = fs::read_to_string(Path::new(f[4]).join(k)) {
+                    let _ = fs::write(d.join(k), v.trim());
+                }
+            }
+            dirs.push(d);
+        }
+        StepCgroup(dirs)
+    }
+
+    /// A shell line that moves itself into the step, then runs the command.
+    fn enter(&self) -> String {
+        self.0
+            .iter()
+            .map(|d| format!("echo $$ > {}/cgroup.procs; ", s(d)))
+            .collect()
+    }
+
+    /// The step's processes, as proctrack/cgroup sees them (the freezer's, else v2).
+    fn procs(&self) -> Vec<i32> {
+        let d = self
+            .0
+            .iter()
+            .find(|d| d.starts_with("/sys/fs/cgroup/freezer"))
+            .unwrap_or(&self.0[0]);
+        fs::read_to_string(d.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for StepCgroup {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
+#[test]
+fn a_step_whose_cgroup_is_killed_leaves_nothing_without_gc() {
+    let n = Node::new();
+    let step = StepCgroup::new(&format!("lwk-conformance-step-{}", std::process::id()));
+    let rank = n.conexec(
+        "mckernel",
+        &["--job", "step", "--ppn", "2"],
+        &["/bin/sleep", "600"],
+    );
+    let line = format!("{}exec \"$@\"", step.enter());
+    let start = |tag: &str| {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c")
+            .arg(&line)
+            .arg("sh")
+            .args(&rank)
+            .envs(n.w.env())
+            .stdin(Stdio::null());
+        n.spawn(c, tag)
+    };
+    let (a, _, _) = start("a");
+    let (b, _, _) = start("b");
+    wait_for(Duration::from_secs(60), "two ranks", || {
+        (n.procs("sleep").len() == 2).then_some(())
+    });
+    assert_eq!(n.w.leases(), 1);
+    // Slurm's end of step: SIGKILL to every process in the step's cgroup, until none is
+    // left (the ranks' clients, and anything else they started there).
+    let mut killed = 0;
+    wait_for(
+        Duration::from_secs(30),
+        "the step's cgroup to empty",
+        || {
+            let p = step.procs();
+            for pid in &p {
+                // SAFETY: kill(2) on a process of the cgroup this test made.
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+                killed += 1;
+            }
+            p.is_empty().then_some(())
+        },
+    );
+    assert!(killed >= 2, "the clients were not in the step");
+    for c in [a, b] {
+        wait_timeout(c, JOB_TIMEOUT, "a killed client");
+    }
+    // No `lwk gc`: the job's watcher, outside the step, deletes the container.
+    n.assert_clean();
+    n.w.assert_booted_and_torn_down("mckernel", 1);
 }

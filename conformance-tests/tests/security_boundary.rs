@@ -7,7 +7,6 @@
 
 use std::fs;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -380,42 +379,6 @@ fn a_container_running_many_launchers_never_meets_a_neighbours() {
         delete(&w, &ctx, id);
     }
     w.assert_booted_and_torn_down("mckernel", 1);
-}
-
-/// Every entry under `dir`: path, type, mode, owner, size, mtime, link target, and the
-/// content of small files.
-fn snapshot(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let mut entries: Vec<_> = fs::read_dir(&d).unwrap().flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            let md = fs::symlink_metadata(&p).unwrap();
-            let extra = if md.file_type().is_symlink() {
-                s(&fs::read_link(&p).unwrap())
-            } else if md.is_file() && md.len() < 65536 {
-                String::from_utf8_lossy(&fs::read(&p).unwrap()).into_owned()
-            } else {
-                String::new()
-            };
-            out.push(format!(
-                "{} {:o} {}:{} {} {}.{} {extra}",
-                p.strip_prefix(dir).unwrap().display(),
-                md.permissions().mode(),
-                md.uid(),
-                md.gid(),
-                md.len(),
-                md.mtime(),
-                md.mtime_nsec(),
-            ));
-            if md.is_dir() {
-                stack.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]
