@@ -13,6 +13,11 @@ echo "==> cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+echo "==> the crash-point build: lwk-runc with the failpoints feature (debug, stripped, beside the release one)"
+cargo build --features failpoints --bin lwk-runc --quiet
+mkdir -p target/failpoints
+strip -o target/failpoints/lwk-runc target/debug/lwk-runc
+
 echo "==> unit tests, simulator tests, conformance + LWK + engine tests against lwk-runc"
 OCI_RUNTIME=$PWD/target/release/lwk-runc cargo test --workspace --no-fail-fast
 

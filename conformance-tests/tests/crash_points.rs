@@ -74,6 +74,10 @@ fn records_whole(w: &World) -> Vec<String> {
 
 /// One crash point, on a node of its own or one left clean by the previous point.
 fn crash_at(bin: &Path, ctx: &Ctx, w: &World, point: &str, by_gc: bool) {
+    say(&format!(
+        "crash point {point}, reconciled by {}",
+        if by_gc { "gc" } else { "the next container" }
+    ));
     let b = ctx.bundle(&unique_id("b"), &{
         let mut c = base_config(&["/bin/sleep", "60"]);
         c["process"]["env"]
@@ -141,6 +145,17 @@ fn crash_at(bin: &Path, ctx: &Ctx, w: &World, point: &str, by_gc: bool) {
     // The engine deletes what it created (a container whose init lives keeps its lease
     // until then), and the node is as before.
     let _ = w.rt(ctx, &["delete", "--force", &id]);
+    if w.leases() != 0 {
+        let l: Vec<String> = fs::read_dir(w.leases.join("leases"))
+            .unwrap()
+            .flatten()
+            .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        panic!(
+            "{point}: a lease is left after the engine's delete: {l:?}\n{}",
+            ctx.log_text()
+        );
+    }
     let out = w.rt(ctx, &["lwk", "gc"]);
     assert!(out.ok(), "{point}: {}", ctx.explain(&out));
     let boots = w.count("\t0 boot\t");

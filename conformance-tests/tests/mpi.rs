@@ -535,6 +535,18 @@ fn a_step_whose_cgroup_is_killed_leaves_nothing_without_gc() {
         (n.procs("sleep").len() == 2).then_some(())
     });
     assert_eq!(n.w.leases(), 1);
+    // The job's watcher left the step's cgroup (else the kill below would take it).
+    let watchers: Vec<i32> = n
+        .ours()
+        .into_iter()
+        .filter(|(_, _, cmd)| cmd.contains("conexec-reap"))
+        .map(|(p, _, _)| p)
+        .collect();
+    assert_eq!(watchers.len(), 1, "{:?}", n.ours());
+    assert!(
+        !step.procs().contains(&watchers[0]),
+        "the watcher is in the step's cgroup"
+    );
     // Slurm's end of step: SIGKILL to every process in the step's cgroup, until none is
     // left (the ranks' clients, and anything else they started there).
     let mut killed = 0;

@@ -328,8 +328,13 @@ impl Table {
                     .and_then(|t| serde_json::from_slice::<Lease>(&t).ok());
                 match (name.strip_suffix(".json"), lease) {
                     (Some(key), Some(l)) => parsed.push((key.to_string(), l)),
-                    // A complete temporary file: its rename is still to come.
-                    (None, Some(_)) => {}
+                    // A complete temporary file: its rename is still to come, unless its
+                    // writer was killed first (then it is litter nobody would remove).
+                    (None, Some(_)) => {
+                        if !tmp_owner_alive(&name) {
+                            let _ = fs::remove_file(e.path());
+                        }
+                    }
                     // Unparseable lease files (torn by hand) would block teardown
                     // forever; drop them, but not a write still in progress.
                     (_, None) => {
@@ -1114,12 +1119,19 @@ mod tests {
         l.owner_start += 1; // same pid, other start time: a recycled pid
         t.put("dead.1", &l).unwrap();
         fs::write(dir.join("leases/torn.json"), b"{").unwrap();
+        // Whole temporary files: one whose writer was killed before its rename (a pid
+        // that is not running), and one still being written (ours).
+        let whole = serde_json::to_vec(&l).unwrap();
+        fs::write(dir.join("leases/killed.1.tmp2147483647"), &whole).unwrap();
+        fs::write(dir.join(format!("leases/live.1.tmp{me}")), &whole).unwrap();
         let Swept { live, dropped } = t.sweep().unwrap();
         assert_eq!(dropped, vec!["dead".to_string()]);
         let ids = |v: Vec<(String, Lease)>| v.into_iter().map(|(_, l)| l.id).collect::<Vec<_>>();
         assert_eq!(ids(live), vec!["live".to_string()]);
         assert_eq!(ids(read_leases(&dir)), vec!["live".to_string()]);
         assert!(!dir.join("leases/torn.json").exists());
+        assert!(!dir.join("leases/killed.1.tmp2147483647").exists());
+        assert!(dir.join(format!("leases/live.1.tmp{me}")).exists());
         drop(t);
         let _ = fs::remove_dir_all(&dir);
     }
