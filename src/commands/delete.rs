@@ -28,6 +28,34 @@ pub fn run(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
     res
 }
 
+/// libcontainer's delete, given time to empty the cgroup. libcgroups removes a cgroup
+/// with four tries over about 100 ms after killing its processes; on a loaded node
+/// (64 containers coming and going on two CPUs) the killed processes take longer to
+/// leave it, and `delete --force` failed with "could not delete" although the
+/// container was on its way out. The container is stopped by then (libcontainer saved
+/// it so), so trying again until the cgroup is empty, within a bound, is safe.
+fn delete_waiting_for_cgroup(
+    container: &mut libcontainer::container::Container,
+    force: bool,
+) -> Result<(), libcontainer::error::LibcontainerError> {
+    const BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+    let t0 = std::time::Instant::now();
+    loop {
+        match container.delete(force) {
+            Err(libcontainer::error::LibcontainerError::CgroupManager(e))
+                if t0.elapsed() < BOUND && container.status() == ContainerStatus::Stopped =>
+            {
+                tracing::debug!(
+                    "the cgroup of container {} is not empty yet: {e}",
+                    container.id()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
     let dir = ctx.container_dir(id);
     if force && dir.is_dir() && !dir.join("state.json").exists() {
@@ -71,7 +99,7 @@ fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
             .with_context(|| format!("preparing container {id} for delete"))?;
     }
 
-    if let Err(err) = container.delete(force) {
+    if let Err(err) = delete_waiting_for_cgroup(&mut container, force) {
         if let (Some(config), Some(_)) = (&original, &poststop) {
             let _ = config.save(&root);
         }
