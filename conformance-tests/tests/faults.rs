@@ -216,7 +216,7 @@ fn own_tools(ctx: &Ctx, opts_top: &str) -> (World, std::path::PathBuf) {
     for t in ["ihkconfig", "ihkosctl", "mcexec", "lwkctl", "yod"] {
         fs::copy(format!("{}/{t}", sim_bin()), dir.join(t)).unwrap();
     }
-    let w = World::new(&ctx, opts_top);
+    let w = World::new(ctx, opts_top);
     let text = fs::read_to_string(&w.config).unwrap();
     let mut text = text.replace(&format!("{}/", sim_bin()), &format!("{}/", s(&dir)));
     // The image stays the installed one.

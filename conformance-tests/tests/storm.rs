@@ -5,7 +5,7 @@
 //! many teardowns as boots, and once they are deleted nothing is left.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -69,7 +69,7 @@ impl Storm<'_> {
         ok
     }
 
-    fn start(&self, b: &PathBuf, id: &str) -> bool {
+    fn start(&self, b: &Path, id: &str) -> bool {
         self.containers.fetch_add(1, Ordering::Relaxed);
         self.ctx.track(id);
         self.call(&["create", "--bundle", &s(b), id]) && self.call(&["start", id])
