@@ -548,6 +548,20 @@ impl Ctx {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Everything the runtime said about a failure: its stderr and its log, which is
+    /// what Docker, podman or Slurm would show the user.
+    pub fn said(&self, out: &Out) -> String {
+        format!("{}\n{}", out.stderr, self.log_text())
+    }
+
+    /// Asserts that what the runtime said (`said`) names every one of `wants`.
+    pub fn assert_says(&self, out: &Out, wants: &[&str]) {
+        let text = self.said(out);
+        for w in wants {
+            assert!(text.contains(w), "the error does not say {w:?}:\n{text}");
+        }
+    }
+
     /// `create --bundle B ID`, asserting success.
     pub fn create(&self, bundle: &Path, id: &str) -> Out {
         self.rt_ok(&["create", "--bundle", &s(bundle), id])

@@ -26,18 +26,6 @@ fn cfg(args: &[&str], env: &[&str]) -> Value {
     c
 }
 
-/// The runtime's stderr and log: what Docker or podman would show the user.
-fn said(ctx: &Ctx, out: &Out) -> String {
-    format!("{}\n{}", out.stderr, ctx.log_text())
-}
-
-fn assert_says(ctx: &Ctx, out: &Out, wants: &[&str]) {
-    let text = said(ctx, out);
-    for w in wants {
-        assert!(text.contains(w), "the error does not say {w:?}:\n{text}");
-    }
-}
-
 /// `run` of `args` on `kernel` (LWK_KERNEL), in a bundle of its own.
 fn run(w: &World, ctx: &Ctx, kernel: &str, args: &[&str]) -> Out {
     let env = format!("LWK_KERNEL={kernel}");
@@ -61,7 +49,7 @@ fn fails_then_recovers(w: &World, ctx: &Ctx, kernel: &str, out: Out, wants: &[&s
         "the run succeeded despite the fault: {}",
         ctx.explain(&out)
     );
-    assert_says(ctx, &out, wants);
+    ctx.assert_says(&out, wants);
     w.assert_node_clean(ctx);
     let out = run(w, ctx, kernel, &["/bin/sh", "-c", "echo recovered"]);
     assert!(
@@ -295,7 +283,7 @@ fn missing_not_executable_and_hanging_tools_fail_clearly_and_leave_nothing() {
     fs::write(w.sim.join("faults"), "ihkconfig_hang once\n").unwrap();
     let out = w.rt(&ctx, &["delete", "--force", &id]);
     assert!(out.ok(), "{}", ctx.explain(&out));
-    assert_says(&ctx, &out, &["did not finish within 2 s"]);
+    ctx.assert_says(&out, &["did not finish within 2 s"]);
     assert_eq!(w.leases(), 0);
     let out = w.rt(&ctx, &["lwk", "gc"]);
     assert!(out.ok(), "{}", ctx.explain(&out));
@@ -339,6 +327,20 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Fills the file system of `file` (a 64 MiB tmpfs here) by writing zeros to `file`
+/// until it is full; `dd` stops at ENOSPC, which is the point.
+fn fill(file: &Path) {
+    let _ = std::process::Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            "bs=1M",
+            "count=128",
+            &format!("of={}", s(file)),
+        ])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
 #[test]
 fn a_full_or_read_only_lease_directory_fails_before_the_lwk_is_touched() {
     let ctx = Ctx::new();
@@ -350,18 +352,10 @@ fn a_full_or_read_only_lease_directory_fails_before_the_lwk_is_touched() {
     let reserves = w.count(" reserve ");
     // Full: the lease cannot be written.
     let filler = w.leases.join("filler");
-    let _ = std::process::Command::new("dd")
-        .args([
-            "if=/dev/zero",
-            "bs=1M",
-            "count=128",
-            &format!("of={}", s(&filler)),
-        ])
-        .stderr(std::process::Stdio::null())
-        .status();
+    fill(&filler);
     let out = run(&w, &ctx, "mckernel", &["/bin/true"]);
     assert!(!out.ok(), "ran on a full lease directory");
-    assert_says(&ctx, &out, &["LWK lease table", "No space left on device"]);
+    ctx.assert_says(&out, &["LWK lease table", "No space left on device"]);
     assert_eq!(
         w.count(" reserve "),
         reserves,
@@ -372,15 +366,7 @@ fn a_full_or_read_only_lease_directory_fails_before_the_lwk_is_touched() {
     // A container that holds a lease is deleted, and the LWK torn down, on a full disk.
     fs::remove_file(&filler).unwrap();
     let id = run_detached(&w, &ctx, "mckernel", &["/bin/sleep", "60"]);
-    let _ = std::process::Command::new("dd")
-        .args([
-            "if=/dev/zero",
-            "bs=1M",
-            "count=128",
-            &format!("of={}", s(&filler)),
-        ])
-        .stderr(std::process::Stdio::null())
-        .status();
+    fill(&filler);
     w.rt_ok(&ctx, &["delete", "--force", &id]);
     w.assert_node_clean(&ctx);
     fs::remove_file(&filler).unwrap();
@@ -389,7 +375,7 @@ fn a_full_or_read_only_lease_directory_fails_before_the_lwk_is_touched() {
     let reserves = w.count(" reserve ");
     let out = run(&w, &ctx, "mckernel", &["/bin/true"]);
     assert!(!out.ok(), "ran on a read-only lease directory");
-    assert_says(&ctx, &out, &["Read-only file system"]);
+    ctx.assert_says(&out, &["Read-only file system"]);
     assert_eq!(
         w.count(" reserve "),
         reserves,
@@ -444,7 +430,7 @@ fn an_unreadable_or_invalid_config_is_named_with_the_fix_and_touches_nothing() {
         fs::write(&w.config, text).unwrap();
         let out = run(&w, &ctx, "mckernel", &["/bin/true"]);
         assert!(!out.ok(), "{what}: ran");
-        assert_says(&ctx, &out, &wants);
+        ctx.assert_says(&out, &wants);
         w.assert_node_clean(&ctx);
     }
     // A directory where the file should be cannot be read.
@@ -452,7 +438,7 @@ fn an_unreadable_or_invalid_config_is_named_with_the_fix_and_touches_nothing() {
     fs::create_dir(&w.config).unwrap();
     let out = run(&w, &ctx, "mckernel", &["/bin/true"]);
     assert!(!out.ok());
-    assert_says(&ctx, &out, &["reading LWK config", "Is a directory"]);
+    ctx.assert_says(&out, &["reading LWK config", "Is a directory"]);
     fs::remove_dir(&w.config).unwrap();
     fs::write(&w.config, good).unwrap();
     assert_eq!(w.count(" reserve "), 0, "{}", w.calls());

@@ -31,18 +31,6 @@ fn chmod(p: &Path, m: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
 }
 
-/// Everything the runtime said about a failure: stderr and its log.
-fn said(ctx: &Ctx, out: &Out) -> String {
-    format!("{}\n{}", out.stderr, ctx.log_text())
-}
-
-fn assert_says(ctx: &Ctx, out: &Out, wants: &[&str]) {
-    let text = said(ctx, out);
-    for w in wants {
-        assert!(text.contains(w), "the error does not say {w:?}:\n{text}");
-    }
-}
-
 /// A command run as the unprivileged user `nobody`.
 fn as_nobody(program: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("setpriv");
@@ -120,13 +108,13 @@ fn nobody_else_can_hold_the_node_lock_and_a_stuck_holder_is_named_within_the_bou
     let named: Vec<&str> = named.iter().map(String::as_str).collect();
     let out = w.rt(&ctx, &["run", "--bundle", &s(&b), &ctx.id("queued")]);
     assert!(!out.ok(), "ran while the node lock was held");
-    assert_says(&ctx, &out, &named);
+    ctx.assert_says(&out, &named);
     let out = w.rt(&ctx, &["lwk", "gc"]);
     assert!(!out.ok(), "gc went on while the node lock was held");
-    assert_says(&ctx, &out, &named);
+    ctx.assert_says(&out, &named);
     // delete takes the container down and says why its lease could not go yet.
     let out = w.rt_ok(&ctx, &["delete", "--force", &a]);
-    assert_says(&ctx, &out, &named);
+    ctx.assert_says(&out, &named);
     assert_eq!(w.count("\t0 boot\t"), boots, "{}", w.calls());
     drop(held);
     // Once the holder is gone, gc finishes the delete's work.
@@ -152,8 +140,7 @@ fn a_lease_directory_anyone_else_could_change_is_refused_and_planted_links_are_n
     nobody(&w.leases.join("closures"));
     let out = run();
     assert!(!out.ok(), "a user's lease directory was used");
-    assert_says(
-        &ctx,
+    ctx.assert_says(
         &out,
         &[&s(&w.leases), "owned by uid 65534, not root", "chown root"],
     );
@@ -165,8 +152,7 @@ fn a_lease_directory_anyone_else_could_change_is_refused_and_planted_links_are_n
     chmod(&w.leases, 0o777);
     let out = run();
     assert!(!out.ok(), "a world-writable lease directory was used");
-    assert_says(
-        &ctx,
+    ctx.assert_says(
         &out,
         &[&s(&w.leases), "writable by group or others", "chmod go-w"],
     );
@@ -181,8 +167,7 @@ fn a_lease_directory_anyone_else_could_change_is_refused_and_planted_links_are_n
     nobody(&w.leases.join("closures"));
     let out = run();
     assert!(!out.ok(), "a user's closure cache was used");
-    assert_says(
-        &ctx,
+    ctx.assert_says(
         &out,
         &[&s(&w.leases.join("closures")), "owned by uid 65534"],
     );
@@ -194,7 +179,7 @@ fn a_lease_directory_anyone_else_could_change_is_refused_and_planted_links_are_n
     std::os::unix::fs::symlink(&victim, w.leases.join("lock")).unwrap();
     let out = run();
     assert!(!out.ok(), "the node lock was opened through a symlink");
-    assert_says(&ctx, &out, &[&s(&w.leases.join("lock")), "symlink"]);
+    ctx.assert_says(&out, &[&s(&w.leases.join("lock")), "symlink"]);
     assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
     assert_eq!(w.count("reserve"), 0, "{}", w.calls());
     fs::remove_dir_all(&w.leases).unwrap();
@@ -218,8 +203,7 @@ fn a_config_or_tool_that_others_could_change_is_refused() {
     chmod(&w.config, 0o666);
     let out = run();
     assert!(!out.ok(), "a world-writable config was used");
-    assert_says(
-        &ctx,
+    ctx.assert_says(
         &out,
         &[
             &s(&w.config),
@@ -231,7 +215,7 @@ fn a_config_or_tool_that_others_could_change_is_refused() {
     std::os::unix::fs::chown(&w.config, Some(65534), None).unwrap();
     let out = run();
     assert!(!out.ok(), "a user's config was used");
-    assert_says(&ctx, &out, &[&s(&w.config), "owned by uid 65534"]);
+    ctx.assert_says(&out, &[&s(&w.config), "owned by uid 65534"]);
     std::os::unix::fs::chown(&w.config, Some(0), None).unwrap();
 
     // Tools in a directory anyone may write to, then a tool anyone may write.
@@ -247,8 +231,7 @@ fn a_config_or_tool_that_others_could_change_is_refused() {
     fs::write(&w.config, text).unwrap();
     let out = run();
     assert!(!out.ok(), "tools in a world-writable directory were run");
-    assert_says(
-        &ctx,
+    ctx.assert_says(
         &out,
         &[
             "mckernel.ihkconfig",
@@ -260,11 +243,7 @@ fn a_config_or_tool_that_others_could_change_is_refused() {
     chmod(&tools, 0o755);
     let out = run();
     assert!(!out.ok(), "a world-writable tool was run");
-    assert_says(
-        &ctx,
-        &out,
-        &["mckernel.ihkconfig", &s(&ihkconfig), "(mode 0777)"],
-    );
+    ctx.assert_says(&out, &["mckernel.ihkconfig", &s(&ihkconfig), "(mode 0777)"]);
     assert_eq!(w.count("reserve"), 0, "a tool ran: {}", w.calls());
     assert!(!w.leases.exists(), "the lease directory was touched");
     chmod(&ihkconfig, 0o755);
@@ -452,7 +431,7 @@ fn a_delete_racing_a_create_never_drops_its_lease() {
     // (its state is not written), and the lease it is being created with must stay.
     let out = w.rt(&ctx, &["delete", &id]);
     assert!(!out.ok(), "deleted a container still being created");
-    assert_says(&ctx, &out, &["does not exist"]);
+    ctx.assert_says(&out, &["does not exist"]);
     assert!(create.wait().unwrap().success(), "{}", ctx.log_text());
     assert_eq!(ctx.status(&id), "created");
     assert_eq!(w.leases(), 1, "the created container has no lease");
@@ -600,7 +579,7 @@ fn oversized_launcher_args_are_refused_before_anything_is_locked() {
     let b = ctx.bundle("b", &c);
     let out = w.rt(&ctx, &["run", "--bundle", &s(&b), &ctx.id("big")]);
     assert!(!out.ok(), "a 200 KB launcher argument was accepted");
-    assert_says(&ctx, &out, &["run.lwk.args", "at most 4096 bytes"]);
+    ctx.assert_says(&out, &["run.lwk.args", "at most 4096 bytes"]);
     assert!(
         ctx.log_text().len() < 4096,
         "the log is {} bytes",
@@ -626,7 +605,7 @@ fn long_ids_are_refused_with_the_limit_before_anything_is_touched() {
     let b = ctx.bundle("b", &lwk_cfg(&["/bin/true"]));
     let out = w.rt(&ctx, &["run", "--bundle", &s(&b), &long]);
     assert!(!out.ok(), "a 241-byte id was accepted for an LWK container");
-    assert_says(&ctx, &out, &["241 bytes", "at most 200 bytes"]);
+    ctx.assert_says(&out, &["241 bytes", "at most 200 bytes"]);
     assert!(!w.leases.exists(), "the lease directory was touched");
     assert!(ctx.root_entries().is_empty(), "{:?}", ctx.root_entries());
     // The limit is the lease file's: a container without an LWK keeps runc's ids.
@@ -705,8 +684,7 @@ fn a_relative_cwd_is_refused_as_runc_refuses_it() {
         let b = ctx.bundle(name, &c);
         let out = w.rt(&ctx, &["run", "--bundle", &s(&b), &ctx.id(name)]);
         assert!(!out.ok(), "{name}: a relative cwd was accepted");
-        assert_says(
-            &ctx,
+        ctx.assert_says(
             &out,
             &[
                 "Cwd must be an absolute path",
@@ -722,7 +700,7 @@ fn a_relative_cwd_is_refused_as_runc_refuses_it() {
     w.rt_ok(&ctx, &["run", "--detach", "--bundle", &s(&b), &id]);
     let out = w.rt(&ctx, &["exec", "--cwd", "tmp", &id, "/bin/pwd"]);
     assert!(!out.ok(), "exec with a relative cwd was accepted");
-    assert_says(&ctx, &out, &["Cwd must be an absolute path"]);
+    ctx.assert_says(&out, &["Cwd must be an absolute path"]);
     w.rt_ok(&ctx, &["delete", "--force", &id]);
 }
 
