@@ -81,52 +81,6 @@ fn flock(f: &File, op: libc::c_int) -> io::Result<bool> {
     }
 }
 
-/// A directory of root's that nobody else can write or replace: it and every directory
-/// above it are root's and not writable by others (a sticky directory above is fine,
-/// since its root-owned child cannot be renamed away by another user).
-fn check_path(dir: &Path) -> Result<()> {
-    let mut cur = PathBuf::from("/");
-    for c in dir.components().skip(1) {
-        let parent_writable = {
-            let m = fs::metadata(&cur).with_context(|| format!("checking {}", cur.display()))?;
-            m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0
-        };
-        cur.push(c);
-        let m = match fs::symlink_metadata(&cur) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("checking {}", cur.display())),
-        };
-        if m.uid() != 0 || parent_writable {
-            bail!(
-                "the image cache {} is not safe: {} is {} (every directory on the way must be \
-                 root's and not writable by others; fix it or point images.cache_dir elsewhere)",
-                dir.display(),
-                cur.display(),
-                if m.uid() != 0 {
-                    format!("owned by uid {}", m.uid())
-                } else {
-                    format!(
-                        "in {}, which others may write",
-                        cur.parent().unwrap_or(&cur).display()
-                    )
-                }
-            );
-        }
-        if m.file_type().is_symlink() {
-            let t = fs::read_link(&cur)?;
-            let t = if t.is_absolute() {
-                t
-            } else {
-                cur.parent().unwrap_or(&cur).join(t)
-            };
-            let rest: PathBuf = dir.strip_prefix(&cur).unwrap_or(Path::new("")).into();
-            return check_path(&fs::canonicalize(&t).unwrap_or(t).join(rest));
-        }
-    }
-    Ok(())
-}
-
 fn mkdir_private(p: &Path) -> Result<()> {
     match fs::DirBuilder::new().mode(0o700).create(p) {
         Ok(()) => {}
@@ -150,14 +104,15 @@ fn mkdir_private(p: &Path) -> Result<()> {
 impl Cache {
     pub fn open(cfg: &ImagesConfig) -> Result<Cache> {
         let dir = cfg.cache_dir.clone();
-        check_path(&dir)?;
-        if let Some(parent) = dir.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
+        // The lease directory's rule (src/trust.rs): root's, every directory on the way
+        // too, writable by nobody else; made here if missing, never trusted for being there.
+        crate::trust::ensure_private_dir(&dir).map_err(|u| {
+            anyhow::anyhow!(
+                "the image cache (images.cache_dir) {} is not safe: {u}; {}",
+                dir.display(),
+                u.fix()
+            )
+        })?;
         mkdir_private(&dir)?;
         for sub in ["entries", "staging", "trash", "locks"] {
             mkdir_private(&dir.join(sub))?;
