@@ -115,7 +115,7 @@ pub enum Command {
     Lwk(LwkCmd),
     /// the LWK lease logic as an OCI hook (state JSON on stdin), for runc, crun and podman users
     Hook(HookCmd),
-    /// check this node for LWK containers: kernel, config, LWK tools and instance, engines
+    /// check this node for LWK containers: kernel, config, LWK tools and instance, images, engines
     #[command(after_help = DOCTOR_HELP)]
     Doctor(DoctorArgs),
     /// register lwk-runc with a container engine, keeping the rest of its config file

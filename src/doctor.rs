@@ -41,7 +41,7 @@ impl Status {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
-    /// The section: host, config, mckernel, mos, leases, engines.
+    /// The section: host, config, mckernel, mos, leases, images, engines.
     pub area: String,
     /// What was checked, e.g. `kernel`, `mckernel.mcexec`.
     pub check: String,
@@ -112,6 +112,7 @@ pub fn run() -> Report {
             }
         }
         add("leases", lease_dir(cfg, &leases));
+        add("images", images(&cfg.images));
     }
     add("engines", engines());
     Report {
@@ -472,6 +473,92 @@ fn lease_dir(cfg: &Config, leases: &[(String, Lease)]) -> Vec<Finding> {
                 "the next LWK container tries again; fix what the error names first",
             ));
         }
+    }
+    out
+}
+
+// ---------------------------------------------------------------- images
+
+/// The node's image cache (`conexec --image`, `lwk-runc image`): trusted, within its
+/// cap, no unfinished pull left behind; and whether the engines that export
+/// `docker-daemon:` and `containers-storage:` images are there.
+fn images(cfg: &crate::config::ImagesConfig) -> Vec<Finding> {
+    use crate::image::{cache::Cache, human_bytes};
+    let dir = &cfg.cache_dir;
+    let mut out = Vec::new();
+    if let Err(u) = crate::trust::check_path(dir) {
+        out.push(Finding::fail(
+            "images.cache_dir",
+            format!(
+                "{}: {u}; `conexec --image` and `lwk-runc image` refuse it",
+                dir.display()
+            ),
+            u.fix(),
+        ));
+        return out;
+    }
+    match Cache::inspect(cfg) {
+        None => out.push(Finding::ok(
+            "images.cache_dir",
+            format!(
+                "{} does not exist yet; the first image pulled creates it (root only, 0700)",
+                dir.display()
+            ),
+        )),
+        Some(cache) => {
+            let recs = cache.records();
+            let total: u64 = recs.iter().map(|r| r.size).sum();
+            let in_use = recs.iter().filter(|r| cache.mounted(&r.digest)).count();
+            let cap = cache.cap();
+            let of_cap = if cap == 0 {
+                "no size cap".to_string()
+            } else {
+                format!("cap {}", human_bytes(cap))
+            };
+            let summary = format!(
+                "{}: {} image(s), {} ({of_cap}), {in_use} in use",
+                dir.display(),
+                recs.len(),
+                human_bytes(total)
+            );
+            out.push(if cap != 0 && total > cap {
+                Finding::warn(
+                    "images.cache_dir",
+                    format!("{summary}: over the cap, which only images in use may keep it"),
+                    "lwk-runc image prune (removes every image no job uses), or raise images.max_size",
+                )
+            } else {
+                Finding::ok("images.cache_dir", summary)
+            });
+            let left = cache.abandoned_staging();
+            if !left.is_empty() {
+                out.push(Finding::warn(
+                    "images.staging",
+                    format!(
+                        "{} unfinished pull(s) of processes that are gone: {}",
+                        left.len(),
+                        left.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                    ),
+                    "lwk-runc image prune (or the next pull of the same image) removes them; no job uses them",
+                ));
+            }
+        }
+    }
+    for (key, cli, transport) in [
+        ("images.docker", &cfg.docker, "docker-daemon:"),
+        ("images.podman", &cfg.podman, "containers-storage:"),
+    ] {
+        out.push(if is_executable(cli) {
+            Finding::ok(key, format!("{} exports {transport} images", cli.display()))
+        } else {
+            Finding::info(
+                key,
+                format!(
+                    "{} is not there: {transport} images cannot be used (the other transports can)",
+                    cli.display()
+                ),
+            )
+        });
     }
     out
 }
@@ -891,5 +978,70 @@ mod tests {
         let j: serde_json::Value = serde_json::from_str(&render_json(&r)).unwrap();
         assert_eq!(j["ready"], false);
         assert_eq!(j["findings"][0]["status"], "fail");
+    }
+
+    #[test]
+    fn an_image_cache_over_its_cap_or_with_a_dead_pull_is_named_with_the_fix() {
+        use crate::image::cache::{Cache, Record};
+        if !nix::unistd::geteuid().is_root() {
+            return; // the cache is root's
+        }
+        let d = scratch("images");
+        let cfg = crate::config::ImagesConfig {
+            cache_dir: d.join("cache"),
+            max_size: "1K".into(),
+            docker: d.join("no-docker"),
+            ..Default::default()
+        };
+        // Not there yet: fine, and inspecting it creates nothing.
+        let f = images(&cfg);
+        assert_eq!(f[0].status, Status::Ok, "{f:?}");
+        assert!(!cfg.cache_dir.exists());
+        assert!(f
+            .iter()
+            .any(|f| f.check == "images.docker" && f.status == Status::Info));
+
+        let cache = Cache::open(&cfg).unwrap();
+        let hex = "ab".repeat(32);
+        let digest = crate::image::Digest::from_hex(&hex).unwrap();
+        fs::create_dir_all(cache.rootfs(&digest)).unwrap();
+        let rec = Record {
+            digest,
+            names: vec!["oci:/images/app".into()],
+            ids: vec![],
+            layers: 1,
+            size: 4096,
+            unpacked: "2026-01-01T00:00:00Z".into(),
+            defaults: Default::default(),
+            notes: vec![],
+        };
+        let json = serde_json::to_vec(&rec).unwrap();
+        fs::write(cache.entry_dir(&rec.digest).join("image.json"), json).unwrap();
+        // A pull whose process is gone (pid 0 is nobody's).
+        fs::create_dir(d.join(format!("cache/staging/{hex}.0"))).unwrap();
+        let f = images(&cfg);
+        let over = f.iter().find(|f| f.check == "images.cache_dir").unwrap();
+        assert_eq!(over.status, Status::Warn, "{f:?}");
+        assert!(
+            over.message.contains("1 image(s)") && over.message.contains("over the cap"),
+            "{over:?}"
+        );
+        assert!(
+            over.fix
+                .as_deref()
+                .unwrap()
+                .contains("lwk-runc image prune"),
+            "{over:?}"
+        );
+        let left = f.iter().find(|f| f.check == "images.staging").unwrap();
+        assert_eq!(left.status, Status::Warn, "{f:?}");
+        assert!(left.message.contains(&format!("{hex}.0")), "{left:?}");
+
+        // A cache in a directory others may write: refused, as the runtime refuses it.
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).unwrap();
+        let f = images(&cfg);
+        assert_eq!(f[0].status, Status::Fail, "{f:?}");
+        assert!(f[0].fix.as_deref().unwrap().contains("chmod go-w"), "{f:?}");
+        let _ = fs::remove_dir_all(&d);
     }
 }

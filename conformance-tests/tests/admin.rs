@@ -20,7 +20,8 @@ fn documented_sim_setup(ctx: &Ctx) -> (PathBuf, PathBuf) {
     let text = text
         .replace("/run/lwk-sim", &s(&sim))
         .replace("/run/lwk-runc-lwk", &s(&ctx.path("leases")))
-        .replace("/opt/lwk-sim", sim_prefix());
+        .replace("/opt/lwk-sim", sim_prefix())
+        + &format!("\n[images]\ncache_dir = \"{}\"\n", s(&ctx.path("images")));
     let config = ctx.path("sim.toml");
     fs::write(&config, text).unwrap();
     let st = Command::new(format!("{}/lwk-sim", sim_bin()))
@@ -113,7 +114,13 @@ fn doctor_after_the_documented_simulator_setup_reports_ready_and_changes_nothing
         "{}",
         out.stdout
     );
-    for line in ["mckernel.mcexec", "build-id", "instance", "mos.yod"] {
+    for line in [
+        "mckernel.mcexec",
+        "build-id",
+        "instance",
+        "mos.yod",
+        "images.cache_dir",
+    ] {
         assert!(out.stdout.contains(line), "no {line} check: {}", out.stdout);
     }
     // Read-only: the simulated tools saw queries only, and no lease dir was made.
@@ -127,6 +134,10 @@ fn doctor_after_the_documented_simulator_setup_reports_ready_and_changes_nothing
         );
     }
     assert!(!ctx.path("leases").exists(), "doctor created the lease dir");
+    assert!(
+        !ctx.path("images").exists(),
+        "doctor created the image cache"
+    );
 
     // An LWK container up: the instance is accounted for by its lease.
     let env = [("LWK_SIM_ROOT", &sim), ("LWK_RUNC_CONFIG", &config)];

@@ -123,6 +123,42 @@ impl Cache {
         })
     }
 
+    /// The cache as it is, for reading only (`lwk-runc doctor`): nothing is created,
+    /// and a cache that is not there yet is `None`.
+    pub fn inspect(cfg: &ImagesConfig) -> Option<Cache> {
+        fs::symlink_metadata(cfg.cache_dir.join("entries")).ok()?;
+        Some(Cache {
+            dir: cfg.cache_dir.clone(),
+            cap: cfg.max_bytes().unwrap_or(0),
+        })
+    }
+
+    /// The size cap in bytes (0: none).
+    pub fn cap(&self) -> u64 {
+        self.cap
+    }
+
+    /// Staging directories whose puller is gone (the next pull of that image, or
+    /// `lwk-runc image prune`, removes them).
+    pub fn abandoned_staging(&self) -> Vec<PathBuf> {
+        fs::read_dir(self.dir.join("staging"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                match name
+                    .rsplit_once('.')
+                    .and_then(|(_, p)| p.parse::<i32>().ok())
+                {
+                    Some(pid) => crate::host::proc_stat(pid).is_none_or(|s| s.ending()),
+                    None => true,
+                }
+            })
+            .map(|e| e.path())
+            .collect()
+    }
+
     pub fn entry_dir(&self, d: &Digest) -> PathBuf {
         self.dir.join("entries").join(d.hex())
     }
