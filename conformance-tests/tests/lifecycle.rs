@@ -347,10 +347,25 @@ fn run_foreground_terminal_without_console_socket() {
         s(&b),
         id
     );
-    let mut c = std::process::Command::new("script");
-    c.args(["-qec", &line, "/dev/null"])
-        .stdin(std::process::Stdio::null());
-    let out = ctx.run_cmd(c);
+    let attempt = || {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &line, "/dev/null"])
+            .stdin(std::process::Stdio::null());
+        ctx.run_cmd(c)
+    };
+    let mut out = attempt();
+    // runc 1.1 races its own console set-up: now and then (about 1 run in 15 here) the
+    // process starts before the pty is ready, and `stty` fails with ECHILD ("No child
+    // processes") on a terminal that is there. That is the reference runtime's bug, not
+    // what this test is about; runc alone gets two more tries, lwk-runc none.
+    for _ in 0..2 {
+        if !(runtime_is_runc() && out.stdout.contains("No child processes")) {
+            break;
+        }
+        say("runc raced its console set-up (stty: ECHILD); trying again");
+        ctx.rt(&["delete", "--force", &id]);
+        out = attempt();
+    }
     assert_eq!(out.code(), Some(3), "exit code: {}", ctx.explain(&out));
     assert!(
         out.stdout.contains("/dev/pts/") && out.stdout.contains("33 111"),
