@@ -49,6 +49,9 @@ struct Store {
 impl Store {
     fn podman(&self, args: &[&str]) -> String {
         let mut c = private_podman_with(&self.podman, &self.state, "overlay");
+        // runc, whatever the host's default: podman picks crun where it is installed,
+        // and crun 1.8 refuses a hybrid cgroup v1+v2 host.
+        c.args(["--runtime", "runc"]);
         run_ok(c.args(args), &format!("podman {args:?}"))
     }
 
