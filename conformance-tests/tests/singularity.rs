@@ -126,11 +126,15 @@ fn singularity_oci_through_the_runc_shim() {
     let shim_dir = ctx.path("oci-bin");
     fs::create_dir_all(&shim_dir).unwrap();
     std::os::unix::fs::symlink(runtime_bin(), shim_dir.join("runc")).expect("shim link");
-    let runtime = singularity_runtime(&root_search_path(&shim_dir))
-        .expect("SingularityCE would find no OCI runtime");
+    // On a node with crun installed, singularity.conf says to link crun as well.
+    let search = root_search_path(&shim_dir);
+    if singularity_runtime(&search).is_some_and(|p| p.ends_with("crun")) {
+        std::os::unix::fs::symlink(runtime_bin(), shim_dir.join("crun")).expect("shim link");
+    }
+    let runtime = singularity_runtime(&search).expect("SingularityCE would find no OCI runtime");
     assert_eq!(
-        runtime,
-        shim_dir.join("runc"),
+        runtime.parent(),
+        Some(shim_dir.as_path()),
         "SingularityCE would run {} (crun is taken before runc: link crun in the shim \
          directory too, as singularity.conf says)",
         runtime.display()
