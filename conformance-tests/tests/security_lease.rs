@@ -407,6 +407,38 @@ fn users_other_than_root_never_boot_or_tear_down_and_join_only_where_allowed() {
     assert_eq!(w.count(" destroy "), 0, "{}", w.calls());
     let out = user(&w, &["lwk", "gc"]);
     assert!(!out.ok());
+    // An MPI job's container has no user namespace: conexec says up front that only
+    // root makes one, rather than failing later in libcontainer, and makes nothing.
+    let rootfs = ctx.path("rb/rootfs");
+    let out = user(
+        &w,
+        &[
+            "conexec",
+            "--job",
+            "j1",
+            "--ppn",
+            "1",
+            "--lwk",
+            "mckernel",
+            "--rootfs",
+            &s(&rootfs),
+            "--",
+            "/bin/true",
+        ],
+    );
+    assert!(!out.ok(), "a user made a job container");
+    assert!(
+        out.stderr.contains("runs as uid 65534")
+            && out.stderr.contains("can only be made by root")
+            && out.stderr.contains("--allow-run-as-root"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !user_root.join("conexec").exists(),
+        "conexec as a user left files"
+    );
+    assert_eq!(w.leases(), 1, "{}", w.calls());
     w.rt_ok(&ctx2, &["delete", "--force", &id]);
     w.assert_booted_and_torn_down("mckernel", 1);
 }

@@ -219,6 +219,18 @@ fn with_default_signals<T>(f: impl FnOnce() -> T) -> T {
 /// `lwk-runc conexec`: returns the exit code, or does not return (dies of the rank's
 /// signal).
 pub fn run(ctx: &Ctx, a: &ConexecArgs) -> Result<i32> {
+    if !crate::trust::is_root() {
+        // The job's container shares the host's network, IPC and /dev/shm with the MPI
+        // runtime and has no user namespace, which only root may make; said here, before
+        // anything is created, rather than as libcontainer's cgroup EACCES later.
+        anyhow::bail!(
+            "lwk-runc conexec runs as uid {}, but a job's container can only be made by root \
+             (it has no user namespace: the ranks share the host's network, IPC and /dev/shm \
+             with the MPI runtime); start the ranks as root (e.g. `mpirun --allow-run-as-root`, \
+             or an srun step run by root)",
+            nix::unistd::geteuid()
+        );
+    }
     let env: Vec<(String, String)> = std::env::vars().collect();
     // SAFETY: getppid never fails.
     let ppid = unsafe { libc::getppid() };
