@@ -469,28 +469,25 @@ fn slurm_container_steps_choose_the_lwk_as_under_docker_and_pass_exit_codes() {
     c.finish();
 }
 
-#[test]
-fn slurm_scancel_stops_a_running_container_step_and_leaves_nothing() {
-    let test = "slurm_scancel_stops_a_running_container_step_and_leaves_nothing";
-    let Some(c) = Cluster::up(test, 1) else {
-        return;
-    };
-    let b = bundle(&c.path("b"), &["LWK_KERNEL=mckernel"], json!({}), json!([]));
-    let (srun, o, e) = c.spawn(&container_step(1, &b, "exec sleep 600", &[]), &[]);
+/// Start a one-node container step running `program` (which ends in `sleep 600`),
+/// `scancel` it once its container runs, and return srun's stderr after asserting that
+/// srun failed and said the step was cancelled, that the job left squeue and that the
+/// node is clean.
+fn scancel_step(c: &Cluster, b: &Path, program: &str) -> String {
+    let (srun, o, e) = c.spawn(&container_step(1, b, program, &[]), &[]);
     let job = wait_for(
         Duration::from_secs(60),
         "the step's container running",
         || {
-            let ids = c.containers(1);
-            let running =
-                ids.len() == 1 && c.job_processes(1).iter().any(|p| p.ends_with("sleep 600 "));
+            let running = c.containers(1).len() == 1
+                && c.job_processes(1).iter().any(|p| p.ends_with("sleep 600 "));
             let jobs = c.jobs();
             (running && jobs.len() == 1)
                 .then(|| jobs[0].split_whitespace().next().unwrap().to_string())
         },
     );
     let out = c.run(&["scancel", &job], &[]);
-    assert!(out.ok(), "scancel: {}", explain(&c, &out));
+    assert!(out.ok(), "scancel: {}", explain(c, &out));
     let st = wait_timeout(srun, STEP_TIMEOUT, "srun after scancel");
     let (so, se) = (
         fs::read_to_string(o).unwrap(),
@@ -501,14 +498,25 @@ fn slurm_scancel_stops_a_running_container_step_and_leaves_nothing() {
         se.contains("CANCELLED"),
         "srun does not say the step was cancelled: {se}"
     );
-    // The step ended as a process of it would: SIGTERM, forwarded by the runtime.
-    assert!(se.contains("exit code 143"), "{se}");
     wait_for(
         Duration::from_secs(30),
         "the job to be gone from squeue",
         || c.jobs().is_empty().then_some(()),
     );
     c.assert_node_clean(1);
+    se
+}
+
+#[test]
+fn slurm_scancel_stops_a_running_container_step_and_leaves_nothing() {
+    let test = "slurm_scancel_stops_a_running_container_step_and_leaves_nothing";
+    let Some(c) = Cluster::up(test, 1) else {
+        return;
+    };
+    let b = bundle(&c.path("b"), &["LWK_KERNEL=mckernel"], json!({}), json!([]));
+    let se = scancel_step(&c, &b, "exec sleep 600");
+    // The step ended as a process of it would: SIGTERM, forwarded by the runtime.
+    assert!(se.contains("exit code 143"), "{se}");
     c.node(1).assert_booted_and_torn_down("mckernel", 1);
 
     // A program that ignores SIGTERM: at KillWait (5 s here) Slurm SIGKILLs the step's
@@ -516,45 +524,11 @@ fn slurm_scancel_stops_a_running_container_step_and_leaves_nothing() {
     // own). The foreground run ties the container to itself: the init dies with the
     // runtime and a watcher outside the step deletes the container and drops the lease,
     // so the LWK is torn down without an epilog's `lwk-runc lwk gc`.
-    let (srun, o, e) = c.spawn(
-        &container_step(1, &b, "trap '' TERM; exec sleep 600", &[]),
-        &[],
-    );
-    let job = wait_for(
-        Duration::from_secs(60),
-        "the SIGTERM-ignoring step's container running",
-        || {
-            let running = c.containers(1).len() == 1
-                && c.job_processes(1).iter().any(|p| p.ends_with("sleep 600 "));
-            let jobs = c.jobs();
-            (running && jobs.len() == 1)
-                .then(|| jobs[0].split_whitespace().next().unwrap().to_string())
-        },
-    );
-    let out = c.run(&["scancel", &job], &[]);
-    assert!(out.ok(), "scancel: {}", explain(&c, &out));
-    let st = wait_timeout(
-        srun,
-        STEP_TIMEOUT,
-        "srun after scancel of a step ignoring TERM",
-    );
-    let se = fs::read_to_string(e).unwrap();
-    assert!(
-        !st.success() && se.contains("CANCELLED"),
-        "srun does not say the step was cancelled: {}{se}",
-        fs::read_to_string(o).unwrap()
-    );
-    // It took SIGKILL at KillWait, which is the case this half is about.
+    let se = scancel_step(&c, &b, "trap '' TERM; exec sleep 600");
     assert!(
         se.contains("Killed"),
         "the step was not killed at KillWait: {se}"
     );
-    wait_for(
-        Duration::from_secs(30),
-        "the job to be gone from squeue",
-        || c.jobs().is_empty().then_some(()),
-    );
-    c.assert_node_clean(1);
     c.node(1).assert_booted_and_torn_down("mckernel", 2);
     c.finish();
 }
