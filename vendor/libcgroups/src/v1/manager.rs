@@ -110,7 +110,7 @@ impl Manager {
     fn get_subsystem_path(
         cgroup_path: &Path,
         subsystem: &CtrlType,
-        mounts: &[procfs::process::MountInfo],
+        mounts: &[PathBuf],
         cgroups: &ProcessCGroups,
     ) -> Result<PathBuf, V1ManagerError> {
         tracing::debug!("Get path for subsystem: {}", subsystem);
