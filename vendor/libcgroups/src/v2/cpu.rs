@@ -157,9 +157,12 @@ impl Cpu {
             return MAX_CPU_WEIGHT;
         }
 
-        let log_shares = (shares as f64).log2();
+        // lwk-runc patch: libm's pow and log2 are the only functions the runtime would
+        // load libm.so for (a library mapped and relocated at every start, ~0.3 MiB of its
+        // resident memory); the pure-Rust port (musl's algorithms) computes the same.
+        let log_shares = libm::log2(shares as f64);
         let exponent = (log_shares * log_shares + 125.0 * log_shares) / 612.0 - 7.0 / 34.0;
-        let weight = (10f64.powf(exponent)).ceil() as u64;
+        let weight = libm::pow(10.0, exponent).ceil() as u64;
 
         weight.clamp(1, MAX_CPU_WEIGHT)
     }
