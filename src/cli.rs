@@ -6,9 +6,10 @@
 //! default signal for `kill`, and several runc flags that engines pass, and clap
 //! rejects any unknown flag outright.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// What `lwk-runc --version` prints after the name, runc-style. Here rather than in
 /// main.rs so that this file stands alone: the man pages and completions are generated
@@ -32,6 +33,68 @@ pub struct Cli {
     pub global: GlobalOpts,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The command line, parsed. The lifecycle commands an engine runs for every container
+/// are parsed against a definition holding only their own subcommand: building clap's
+/// definition of all the commands cost more instructions than the rest of a `start`, and
+/// pulled their code and help texts into memory (bench/README.md, "Profile"). Anything
+/// else (help, version, an option the fast path does not know, any error) is parsed with
+/// the full definition, so what clap prints is what it always printed.
+pub fn parse(args: &[OsString]) -> Cli {
+    parse_lifecycle(args).unwrap_or_else(|| Cli::parse_from(args))
+}
+
+/// The commands of a container's life, with the flags their arguments come from.
+fn lifecycle_definition(name: &str) -> Option<clap::Command> {
+    use clap::Command as C;
+    Some(match name {
+        "create" => Create::augment_args(C::new("create")),
+        "start" => Id::augment_args(C::new("start")),
+        "state" => Id::augment_args(C::new("state")),
+        "kill" => Kill::augment_args(C::new("kill")),
+        "delete" => Delete::augment_args(C::new("delete")),
+        "run" => Run::augment_args(C::new("run")),
+        "exec" => Exec::augment_args(C::new("exec")),
+        _ => return None,
+    })
+}
+
+fn parse_lifecycle(args: &[OsString]) -> Option<Cli> {
+    let sub = lifecycle_definition(lifecycle_command(args)?)?;
+    let cmd = GlobalOpts::augment_args(
+        clap::Command::new("lwk-runc")
+            .version(VERSION_TEXT)
+            .disable_version_flag(true),
+    )
+    .subcommand_required(true)
+    .subcommand(sub);
+    let matches = cmd.try_get_matches_from(args).ok()?;
+    Cli::from_arg_matches(&matches).ok()
+}
+
+/// The subcommand a command line names, when nothing before it could change how it is
+/// read: only the global options, and `--rootless` only as `--rootless=VALUE` (its value
+/// is optional, so `--rootless create` leaves clap to decide).
+fn lifecycle_command(args: &[OsString]) -> Option<&str> {
+    const WITH_VALUE: [&str; 4] = ["--log", "--log-format", "--root", "--criu"];
+    let mut words = args.iter().skip(1);
+    while let Some(word) = words.next() {
+        let word = word.to_str()?;
+        if WITH_VALUE.contains(&word) {
+            words.next()?;
+        } else if word == "--debug"
+            || word == "--systemd-cgroup"
+            || WITH_VALUE
+                .iter()
+                .chain(&["--rootless"])
+                .any(|flag| word.strip_prefix(flag).is_some_and(|v| v.starts_with('=')))
+        {
+        } else {
+            return lifecycle_definition(word).map(|_| word);
+        }
+    }
+    None
 }
 
 #[derive(Args, Debug, Clone)]
@@ -596,7 +659,75 @@ impl HookStage {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use std::ffi::OsString;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::{lifecycle_definition, parse_lifecycle, Cli};
+
+    fn argv(line: &str) -> Vec<OsString> {
+        line.split(' ').map(OsString::from).collect()
+    }
+
+    /// The fast path reads every command line an engine sends exactly as the full
+    /// definition does.
+    #[test]
+    fn lifecycle_commands_parse_as_with_the_full_definition() {
+        for line in [
+            "lwk-runc create --bundle /b --pid-file /p --console-socket /s id",
+            "lwk-runc --root /r --log /l --log-format json create --bundle /b id",
+            "lwk-runc --root=/r --systemd-cgroup --debug start id",
+            "lwk-runc --rootless=true state id",
+            "lwk-runc kill id",
+            "lwk-runc kill --all id KILL",
+            "lwk-runc --root /r delete --force id",
+            "lwk-runc run -d --bundle /b --no-pivot --preserve-fds 2 id",
+            "lwk-runc run --keep --bundle /b --root /r id",
+            "lwk-runc exec --tty --cwd / -e A=1 -e B=2 --user 1:2 -g 3 id sh -c echo -n x",
+            "lwk-runc exec --process /p.json --detach --pid-file /p id",
+            "lwk-runc --log /l create --bundle /b --log-format json id",
+        ] {
+            let args = argv(line);
+            let fast = parse_lifecycle(&args).unwrap_or_else(|| panic!("no fast parse: {line}"));
+            let full = Cli::try_parse_from(&args).unwrap();
+            assert_eq!(format!("{fast:?}"), format!("{full:?}"), "{line}");
+        }
+    }
+
+    /// What the fast path leaves to the full definition: it prints help, version and
+    /// errors, and decides what an optional value means.
+    #[test]
+    fn help_version_errors_and_ambiguity_take_the_full_definition() {
+        for line in [
+            "lwk-runc --help",
+            "lwk-runc -v",
+            "lwk-runc create --help",
+            "lwk-runc help create",
+            "lwk-runc --rootless create --bundle /b id",
+            "lwk-runc create --bundle",
+            "lwk-runc create --no-such-flag id",
+            "lwk-runc list",
+            "lwk-runc --root",
+        ] {
+            assert!(parse_lifecycle(&argv(line)).is_none(), "{line}");
+        }
+    }
+
+    /// Each fast subcommand has the arguments its full definition has.
+    #[test]
+    fn fast_definitions_match_the_full_ones() {
+        let full = Cli::command();
+        for name in ["create", "start", "state", "kill", "delete", "run", "exec"] {
+            let args = |c: &clap::Command| {
+                let mut a: Vec<String> = c.get_arguments().map(|a| format!("{a:?}")).collect();
+                a.sort();
+                a
+            };
+            let fast = lifecycle_definition(name).unwrap();
+            let want = full.find_subcommand(name).unwrap();
+            assert_eq!(args(&fast), args(want), "{name}");
+        }
+    }
 
     /// clap checks a command line's consistency only in debug builds, and only for the
     /// subcommand being parsed; the man pages are built from all of them.

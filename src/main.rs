@@ -27,8 +27,6 @@ mod seal;
 mod trust;
 mod watcher;
 
-use clap::Parser;
-
 fn main() {
     // A container's PID 1 (`lwk-init`) and the LWK admin commands bypass runc's CLI.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -40,11 +38,16 @@ fn main() {
         println!("{}", failpoint::POINTS.join("\n"));
         std::process::exit(0);
     }
-    let cli = cli::Cli::parse();
-
     // CVE-2019-5736: a process inside the container must not be able to reach the
     // runtime binary for writing through /proc/<pid>/exe. Only commands that join
-    // or build a container are exposed, so only they pay for the re-exec.
+    // or build a container are exposed, so only they pay for the re-exec. It happens
+    // before parsing when the command line names one of them, so that the command
+    // line is parsed once, in the sealed image; the check after parsing then finds
+    // the binary sealed and costs two system calls.
+    if seal::named_in(&args) {
+        seal_or_exit();
+    }
+    let cli = cli::parse(&args);
     if matches!(
         cli.command,
         cli::Command::Create(_)
@@ -52,10 +55,7 @@ fn main() {
             | cli::Command::Exec(_)
             | cli::Command::Conexec(_)
     ) {
-        if let Err(err) = seal::ensure_sealed() {
-            eprintln!("lwk-runc: protecting the runtime binary (CVE-2019-5736): {err:#}");
-            std::process::exit(1);
-        }
+        seal_or_exit();
     }
 
     let target = match logging::init(
@@ -82,6 +82,13 @@ fn main() {
             }
             std::process::exit(1);
         }
+    }
+}
+
+fn seal_or_exit() {
+    if let Err(err) = seal::ensure_sealed() {
+        eprintln!("lwk-runc: protecting the runtime binary (CVE-2019-5736): {err:#}");
+        std::process::exit(1);
     }
 }
 

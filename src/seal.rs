@@ -29,6 +29,19 @@ struct MountAttr {
     userns_fd: u64,
 }
 
+/// The commands that build or join a container, by the names clap selects them by.
+const SEALED_COMMANDS: [&str; 4] = ["create", "run", "exec", "conexec"];
+
+/// Whether a command line may select a command that must run sealed: any argument
+/// spelling one of their names counts. A container or file named "run" costs a needless
+/// re-exec, never a missed one (clap selects a command only by a name in argv); the
+/// parsed command is checked again after parsing in any case.
+pub fn named_in(args: &[std::ffi::OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .any(|a| SEALED_COMMANDS.iter().any(|c| a.as_os_str() == *c))
+}
+
 /// Returns only if the running binary is already sealed; otherwise re-executes it sealed.
 pub fn ensure_sealed() -> Result<()> {
     if is_sealed()? {
@@ -163,4 +176,38 @@ fn reexec(fd: &OwnedFd) -> Result<()> {
         "re-executing the sealed runtime binary: {}",
         io::Error::last_os_error()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_line_naming_a_sealed_command_is_sealed_before_parsing() {
+        let argv = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        for sealed in [
+            &["lwk-runc", "create", "--bundle", "b", "id"][..],
+            &[
+                "lwk-runc",
+                "--root",
+                "/r",
+                "--log-format",
+                "json",
+                "run",
+                "id",
+            ],
+            &["lwk-runc", "--debug", "exec", "id", "true"],
+            &["lwk-runc", "conexec", "--", "true"],
+            &["lwk-runc", "state", "run"],
+        ] {
+            assert!(named_in(&argv(sealed)), "{sealed:?}");
+        }
+        for plain in [
+            &["run"][..],
+            &["lwk-runc", "state", "id"],
+            &["lwk-runc", "--root", "/run/x", "delete", "created"],
+        ] {
+            assert!(!named_in(&argv(plain)), "{plain:?}");
+        }
+    }
 }
