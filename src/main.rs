@@ -22,6 +22,7 @@ mod host;
 mod image;
 mod logging;
 mod lwk;
+mod nolibm;
 mod overlay;
 mod seal;
 mod trust;
