@@ -10,6 +10,8 @@ pub struct ProcStat {
     pub state: char,
     /// Field 9: the kernel's task flags (PF_*).
     pub flags: u64,
+    /// Field 20: the number of threads.
+    pub num_threads: u64,
     /// Field 22: the start time in clock ticks since boot.
     pub start_time: u64,
 }
@@ -32,10 +34,12 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
     let state = rest.next()?.chars().next()?;
     let flags = rest.nth(5)?.parse().ok()?;
-    let start_time = rest.nth(12)?.parse().ok()?;
+    let num_threads = rest.nth(10)?.parse().ok()?;
+    let start_time = rest.nth(1)?.parse().ok()?;
     Some(ProcStat {
         state,
         flags,
+        num_threads,
         start_time,
     })
 }

@@ -49,32 +49,85 @@ pub fn spawn(root: &Path, args: &[&str], host_mnt: &File, keep: &[RawFd]) -> io:
 
 /// Move this process to the root cgroup of every mounted hierarchy (see the module
 /// doc). Best effort: a hierarchy that refuses is logged and left.
+///
+/// A hierarchy whose root this process is already in is left alone, and on a cgroup v1
+/// hierarchy a single-threaded watcher moves its one thread through `tasks` (writing
+/// "0": the calling thread). Both for the same reason: a write to `cgroup.procs` takes
+/// the kernel's global `cgroup_threadgroup_rwsem` for writing, which waits for an RCU
+/// grace period (5-15 ms) and meanwhile stalls every fork, exec and exit on the node,
+/// among them those of the container this watcher was started for. Moving the calling
+/// thread needs no such lock, and with one thread it moves the whole process (the
+/// same argument as the libcgroups patch in vendor/README.md). A cgroup v2 hierarchy
+/// has no per-thread move across domains, so there `cgroup.procs` is written.
 pub fn leave_callers_cgroups() {
     let me = std::process::id().to_string();
-    for dir in cgroup_roots() {
-        let procs = Path::new(&dir).join("cgroup.procs");
-        if let Err(e) = std::fs::write(&procs, &me) {
-            tracing::debug!("moving the watcher to {}: {e}", procs.display());
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let one_thread =
+        crate::host::proc_stat(std::process::id() as i32).is_some_and(|s| s.num_threads == 1);
+    for h in cgroup_roots() {
+        if at_root(&cgroups, &h) {
+            continue;
+        }
+        let (file, what) = match &h.controllers {
+            Some(_) if one_thread => ("tasks", "0"),
+            _ => ("cgroup.procs", me.as_str()),
+        };
+        let path = Path::new(&h.mount).join(file);
+        if let Err(e) = std::fs::write(&path, what) {
+            tracing::debug!("moving the watcher to {}: {e}", path.display());
         }
     }
 }
 
-/// Mount points of the cgroup hierarchies (v1 and v2) in this mount namespace, each the
-/// root of its hierarchy as this namespace sees it.
-fn cgroup_roots() -> Vec<String> {
+/// A mounted cgroup hierarchy, seen from its root.
+struct Hierarchy {
+    mount: String,
+    /// cgroup v1: the mount's super options (its controllers, `name=…`, flags such as
+    /// `rw`); None for cgroup v2.
+    controllers: Option<Vec<String>>,
+}
+
+/// Whether `/proc/self/cgroup` (given as `cgroups`) puts this process in the root of
+/// hierarchy `h`: a v1 line naming one of the mount's controllers, or the v2 line
+/// (`0::`), with the path `/`.
+fn at_root(cgroups: &str, h: &Hierarchy) -> bool {
+    cgroups.lines().any(|line| {
+        let mut f = line.splitn(3, ':');
+        let (Some(_), Some(names), Some(path)) = (f.next(), f.next(), f.next()) else {
+            return false;
+        };
+        path == "/"
+            && match &h.controllers {
+                None => names.is_empty(),
+                Some(opts) => {
+                    !names.is_empty() && names.split(',').any(|n| opts.iter().any(|o| o == n))
+                }
+            }
+    })
+}
+
+/// The cgroup hierarchies (v1 and v2) mounted in this mount namespace, each mounted
+/// at the root of its hierarchy as this namespace sees it.
+fn cgroup_roots() -> Vec<Hierarchy> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out = Vec::new();
+    let mut out: Vec<Hierarchy> = Vec::new();
     for line in info.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
             continue;
         };
-        let fstype = right.split_whitespace().next().unwrap_or("");
+        let mut r = right.split_whitespace();
+        let fstype = r.next().unwrap_or("");
+        let opts = r.nth(1).unwrap_or("");
         let mut f = left.split_whitespace();
         let (root, mount) = (f.nth(3), f.next());
         if matches!(fstype, "cgroup" | "cgroup2") && root == Some("/") {
             if let Some(m) = mount {
-                if !out.iter().any(|o| o == m) {
-                    out.push(m.to_string());
+                if !out.iter().any(|o| o.mount == m) {
+                    out.push(Hierarchy {
+                        mount: m.to_string(),
+                        controllers: (fstype == "cgroup")
+                            .then(|| opts.split(',').map(str::to_string).collect()),
+                    });
                 }
             }
         }
@@ -122,7 +175,36 @@ mod tests {
     fn cgroup_roots_are_the_mounted_hierarchies() {
         let roots = cgroup_roots();
         for r in &roots {
-            assert!(Path::new(r).join("cgroup.procs").exists(), "{r}");
+            assert!(
+                Path::new(&r.mount).join("cgroup.procs").exists(),
+                "{}",
+                r.mount
+            );
+            // v1 hierarchies have the per-thread file the single-threaded move uses.
+            if r.controllers.is_some() {
+                assert!(Path::new(&r.mount).join("tasks").exists(), "{}", r.mount);
+            }
         }
+    }
+
+    #[test]
+    fn a_hierarchy_already_at_its_root_is_recognised() {
+        let v1 = |o: &str| Hierarchy {
+            mount: String::new(),
+            controllers: Some(o.split(',').map(str::to_string).collect()),
+        };
+        let v2 = Hierarchy {
+            mount: String::new(),
+            controllers: None,
+        };
+        let cg = "9:name=systemd:/\n4:memory:/job/step\n2:cpu,cpuacct:/\n0::/user.slice\n";
+        assert!(at_root(cg, &v1("rw,xattr,name=systemd")));
+        assert!(at_root(cg, &v1("rw,cpu,cpuacct")));
+        assert!(!at_root(cg, &v1("rw,memory")));
+        assert!(!at_root(cg, &v2));
+        assert!(at_root("0::/\n", &v2));
+        // A v1 hierarchy is never taken for v2's line, nor the reverse.
+        assert!(!at_root("0::/\n", &v1("rw,memory")));
+        assert!(!at_root("4:memory:/\n", &v2));
     }
 }
