@@ -148,8 +148,14 @@ pub fn fenced<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, BoundaryError>
         );
         return Ok(f());
     }
-    std::thread::scope(|s| {
-        s.spawn(move || {
+    let tid = std::sync::atomic::AtomicI32::new(0);
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: gettid has no preconditions.
+            tid.store(
+                unsafe { libc::gettid() },
+                std::sync::atomic::Ordering::SeqCst,
+            );
             filter()?
                 .load()
                 .map_err(|e| BoundaryError::Load(e.to_string()))?;
@@ -157,7 +163,30 @@ pub fn fenced<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, BoundaryError>
         })
         .join()
         .map_err(|_| BoundaryError::Thread("it panicked".into()))?
-    })
+    });
+    gone(tid.into_inner());
+    out
+}
+
+/// Wait until the thread `tid` of this process has finished exiting, not only let go
+/// of its join (which the kernel signals before the rest of the exit).
+///
+/// The container's init (or exec'd process) is a child of that thread, and the
+/// executor sets PR_SET_PDEATHSIG=SIGKILL in it just before the user process, which
+/// the kernel fires when the *thread* that is its parent exits. Once the thread has
+/// gone, the process has been reparented to another thread of the runtime without a
+/// signal; a `start` that came first (a fast `run`, many containers at once) had its
+/// process killed with status 137 by the end of the fence thread's exit. The thread
+/// leaves /proc/self/task only after that reparenting (exit_notify, then release).
+fn gone(tid: i32) {
+    if tid <= 0 {
+        return;
+    }
+    let path = format!("/proc/self/task/{tid}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::path::Path::new(&path).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
 }
 
 #[cfg(test)]
