@@ -461,7 +461,12 @@ impl Ctx {
 
     /// `<runtime> --root R --log L --log-format json ARGS`, as containerd runs it.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(runtime_bin());
+        self.cmd_of(&runtime_bin(), args)
+    }
+
+    /// [`Ctx::cmd`] with another build of the runtime (`bin`), e.g. the failpoints one.
+    pub fn cmd_of(&self, bin: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(bin);
         c.arg("--root")
             .arg(&self.root)
             .arg("--log")
@@ -1193,16 +1198,21 @@ pub fn terminate(pid: i32, grace: Duration) {
     }
 }
 
-/// Pids (other than ours) of live processes whose command line contains `needle`: a
-/// private daemon's directory names its containerd and shims (`-address DIR/...`).
-pub fn processes_mentioning(needle: &str) -> Vec<i32> {
+/// Pids of the live processes on this machine other than ours.
+fn other_live_pids() -> impl Iterator<Item = i32> {
     let me = std::process::id() as i32;
     fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|&pid| pid != me && pid_alive(pid))
+        .filter(move |&pid| pid != me && pid_alive(pid))
+}
+
+/// Pids (other than ours) of live processes whose command line contains `needle`: a
+/// private daemon's directory names its containerd and shims (`-address DIR/...`).
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
+    other_live_pids()
         .filter(|pid| {
             let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             String::from_utf8_lossy(&cmd).contains(needle)
@@ -1214,14 +1224,8 @@ pub fn processes_mentioning(needle: &str) -> Vec<i32> {
 /// root is under `dir`) or one started with the node's `LWK_SIM_ROOT` (the runtime, an
 /// LWK tool, a watcher), as "pid cmdline".
 pub fn node_processes(dir: &Path, sim: &Path) -> Vec<String> {
-    let me = std::process::id() as i32;
     let env = format!("LWK_SIM_ROOT={}", s(sim));
-    fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|&pid| pid != me && pid_alive(pid))
+    other_live_pids()
         .filter(|pid| {
             let in_dir =
                 fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|r| r.starts_with(dir));

@@ -10,7 +10,7 @@
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use lwk_conformance::*;
 use serde_json::{json, Value};
@@ -27,23 +27,14 @@ fn failpoints_bin(test: &str) -> Option<PathBuf> {
          mkdir -p target/failpoints && strip -o target/failpoints/lwk-runc target/debug/lwk-runc",
         p.display()
     );
-    assert!(!in_ci(), "{test} cannot run under CI=true: {why}");
-    say(&format!("SKIPPED {test}: {why}"));
+    skip_engine_test(test, &why);
     None
 }
 
 /// The failpoints binary as an engine runs a runtime, crashing at `at`.
 fn fp(bin: &Path, ctx: &Ctx, w: &World, args: &[&str], at: Option<&str>) -> Out {
-    let mut c = Command::new(bin);
-    c.arg("--root")
-        .arg(&ctx.root)
-        .arg("--log")
-        .arg(&ctx.log)
-        .arg("--log-format")
-        .arg("json")
-        .args(args)
-        .envs(w.env())
-        .stdin(Stdio::null());
+    let mut c = ctx.cmd_of(bin, args);
+    c.envs(w.env());
     if let Some(p) = at {
         c.env("LWK_RUNC_CRASH_AT", p);
     }
