@@ -2,7 +2,8 @@
 //! layer: a process' start time (what tells a living process from a recycled pid)
 //! and a file that removes itself when its owner is done with it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// What lwk-runc reads from `/proc/<pid>/stat`.
 pub struct ProcStat {
@@ -23,6 +24,70 @@ impl ProcStat {
         const PF_EXITING: u64 = 0x4;
         matches!(self.state, 'Z' | 'X') || self.flags & PF_EXITING != 0
     }
+
+    /// On its way out but not yet a zombie: it may still hold its files (the kernel
+    /// closes them late in exit, after freeing the memory), and with them an LWK
+    /// reservation or an open instance device.
+    fn exiting(&self) -> bool {
+        const PF_EXITING: u64 = 0x4;
+        self.flags & PF_EXITING != 0 && !matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// `pid` is exiting and has not closed its files yet (its fd directory still lists
+/// some; once the kernel has dropped them it is empty).
+fn exiting_with_files(pid: i32) -> bool {
+    proc_stat(pid).is_some_and(|s| s.exiting())
+        && std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// Waits, for at most `bound`, while any process `holders` names is exiting but still
+/// holds its files. Tearing an LWK down is refused while a process holds a reservation
+/// or the instance device; a container's process that another runtime's delete has just
+/// killed gives them up only at the end of its exit, so a teardown that does not wait
+/// for it fails (and is left to `lwk gc`). A holder that is not exiting is not waited
+/// for: the teardown then reports it.
+pub fn wait_for_exiting_holders(holders: impl Fn() -> Vec<i32>, bound: Duration) {
+    let t0 = Instant::now();
+    while t0.elapsed() < bound && holders().into_iter().any(exiting_with_files) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The processes with an open file description of `target`, matched by what it is (the
+/// device number of a device node, else device and inode), so the same file reached
+/// through a container's bind mount counts too. Unreadable processes are passed over.
+pub fn fd_holders(target: &Path) -> Vec<i32> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(t) = std::fs::metadata(target) else {
+        return Vec::new();
+    };
+    let same = |m: &std::fs::Metadata| {
+        if t.file_type().is_char_device() || t.file_type().is_block_device() {
+            m.file_type() == t.file_type() && m.rdev() == t.rdev()
+        } else {
+            (m.dev(), m.ino()) == (t.dev(), t.ino())
+        }
+    };
+    let mut pids = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| same(&m)))
+        {
+            pids.push(pid);
+        }
+    }
+    pids
 }
 
 pub fn proc_stat(pid: i32) -> Option<ProcStat> {
@@ -73,6 +138,28 @@ pub fn open_lock(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holders_of_a_file_are_found_through_another_name_and_only_while_open() {
+        let dir = std::env::temp_dir().join(format!("lwk-holders-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (file, link) = (dir.join("mcos0"), dir.join("other-name"));
+        std::fs::write(&file, "").unwrap();
+        std::fs::hard_link(&file, &link).unwrap();
+        let me = std::process::id() as i32;
+        assert!(!fd_holders(&file).contains(&me));
+        let f = std::fs::File::open(&link).unwrap();
+        assert!(fd_holders(&file).contains(&me));
+        // A holder that is not exiting is not waited for.
+        let t0 = Instant::now();
+        wait_for_exiting_holders(|| fd_holders(&file), Duration::from_secs(30));
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        drop(f);
+        assert!(!fd_holders(&file).contains(&me));
+        assert!(fd_holders(&dir.join("absent")).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn start_time_of_this_process_is_stable_and_absent_pids_have_none() {

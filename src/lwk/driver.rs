@@ -11,6 +11,10 @@ use crate::doctor::Finding;
 use crate::lwk::rewrite::{BindFact, DeviceFact, DeviceKind};
 use crate::lwk::{mckernel, mos, LwkKind};
 
+/// How long a teardown waits for killed LWK processes to finish exiting (a rank with a
+/// large memory image takes a while to free it before its files are closed).
+pub const EXIT_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     #[error("LWK tool {path} (config key `{key}`) cannot be run: {source}; install it or fix `{key}` in the lwk-runc config")]

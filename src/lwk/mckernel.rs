@@ -301,6 +301,12 @@ impl Driver for McKernel<'_> {
             return Ok(());
         }
         if self.mcos().exists() {
+            // Every mcexec holds the device open; one killed a moment ago (its lease
+            // already dropped as ending) closes it at the end of its exit.
+            crate::host::wait_for_exiting_holders(
+                || crate::host::fd_holders(&self.mcos()),
+                driver::EXIT_WAIT,
+            );
             let os = c.os_index.to_string();
             let mut last = None;
             // EBUSY while a dying mcexec still holds the device; ihklib retries 100x10 ms.

@@ -69,6 +69,15 @@ impl<'a> Mos<'a> {
             .map(|s| s.trim().to_string())
     }
 
+    /// The processes that hold a reservation (`lwkprocesses`: pids, comma-separated).
+    fn processes(&self) -> Vec<i32> {
+        self.read("lwkprocesses")
+            .unwrap_or_default()
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
     fn lwkctl(&self, args: &[&str]) -> Result<(), DriverError> {
         let mut a = self.cfg.lwkctl_args.clone();
         a.extend(strs(args));
@@ -105,6 +114,9 @@ impl Driver for Mos<'_> {
         if self.status()?.as_deref() != Some("RUNNING") {
             return Ok(());
         }
+        // lwkctl refuses while a process holds a reservation; one killed a moment ago
+        // (its lease already dropped as ending) frees it at the end of its exit.
+        crate::host::wait_for_exiting_holders(|| self.processes(), driver::EXIT_WAIT);
         self.lwkctl(&["-d"])
     }
 
