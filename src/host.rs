@@ -34,11 +34,52 @@ impl ProcStat {
     }
 }
 
-/// `pid` is exiting and has not closed its files yet (its fd directory still lists
-/// some; once the kernel has dropped them it is empty).
+/// `pid`'s fd directory lists a file: it has not closed its files (an exiting process's
+/// is empty once the kernel has dropped them).
+fn has_files(pid: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// `pid` is exiting and has not closed its files yet.
 fn exiting_with_files(pid: i32) -> bool {
-    proc_stat(pid).is_some_and(|s| s.exiting())
-        && std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|mut d| d.next().is_some())
+    proc_stat(pid).is_some_and(|s| s.exiting()) && has_files(pid)
+}
+
+/// The PID namespace of `pid` (device and inode of its `ns/pid`).
+fn pid_ns(pid: i32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// `pid` is exiting, and it or, when it is the init of a PID namespace other than ours,
+/// another process of that namespace still has files open: what the container held (an
+/// LWK reservation, the instance device and the per-process data keyed by a pid of the
+/// namespace) is not released yet. The init of a namespace stays exiting until every
+/// other process of it is reaped; those that are killed and only wait for a parent
+/// outside to reap them (zombies) hold nothing.
+pub fn exit_unfinished(pid: i32) -> bool {
+    if !proc_stat(pid).is_some_and(|s| s.exiting()) {
+        return false;
+    }
+    if has_files(pid) {
+        return true;
+    }
+    let Some(ns) = pid_ns(pid) else {
+        return false;
+    };
+    if pid_ns(std::process::id() as i32) == Some(ns) {
+        return false;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| *p != pid && pid_ns(*p) == Some(ns))
+        .any(|p| proc_stat(p).is_some_and(|s| !matches!(s.state, 'Z' | 'X')) && has_files(p))
 }
 
 /// Waits, for at most `bound`, while any process `holders` names is exiting but still

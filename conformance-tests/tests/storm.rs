@@ -45,7 +45,10 @@ struct Storm<'a> {
 }
 
 impl Storm<'_> {
-    fn call(&self, args: &[&str]) -> bool {
+    /// One call; a failure is recorded with what the runtime printed and, for a call on
+    /// a container, what the container itself printed so far (`said`: the output files
+    /// of its `create`, which its processes inherited).
+    fn call_noting(&self, args: &[&str], said: Option<&Path>) -> bool {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let (o, e) = (
             self.ctx.path(&format!("{}.out", unique_id("c"))),
@@ -59,20 +62,42 @@ impl Storm<'_> {
         );
         let ok = out.ok();
         if !ok {
-            self.failures
-                .lock()
-                .unwrap()
-                .push(format!("{args:?}: {:?} {}", out.status, out.stderr));
+            let container = said
+                .map(|p| fs::read_to_string(p).unwrap_or_default())
+                .unwrap_or_default();
+            self.failures.lock().unwrap().push(format!(
+                "{args:?}: {:?} {}; the container printed: {container:?}",
+                out.status, out.stderr
+            ));
         }
         let _ = fs::remove_file(o);
         let _ = fs::remove_file(e);
         ok
     }
 
-    fn start(&self, b: &Path, id: &str) -> bool {
+    fn call(&self, args: &[&str], said: &Path) -> bool {
+        self.call_noting(args, Some(said))
+    }
+
+    /// Create and start `id`; the container's output goes to `said` until its delete.
+    fn start(&self, b: &Path, id: &str, said: &Path) -> bool {
         self.containers.fetch_add(1, Ordering::Relaxed);
         self.ctx.track(id);
-        self.call(&["create", "--bundle", &s(b), id]) && self.call(&["start", id])
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let out = run_into_files(
+            self.w.cmd(self.ctx, &["create", "--bundle", &s(b), id]),
+            said.with_extension("out"),
+            said.to_path_buf(),
+            CALL_TIMEOUT,
+        );
+        if !out.ok() {
+            self.failures
+                .lock()
+                .unwrap()
+                .push(format!("create {id}: {:?} {}", out.status, out.stderr));
+            return false;
+        }
+        self.call(&["start", id], said)
     }
 
     /// Until `until`: create, start, (kill,) delete; the last container stays up.
@@ -82,21 +107,24 @@ impl Storm<'_> {
         loop {
             let id = format!("storm-{}-{i}-{n}", std::process::id());
             n += 1;
-            let started = self.start(&b, &id);
+            let said = self.ctx.path(&format!("{id}.said"));
+            let started = self.start(&b, &id, &said);
             if Instant::now() >= until && started {
                 return id;
             }
             // Vary the ending: SIGKILL, SIGTERM, or delete --force of a live container.
             match n % 3 {
                 0 => {
-                    self.call(&["kill", &id, "KILL"]);
+                    self.call(&["kill", &id, "KILL"], &said);
                 }
                 1 => {
-                    self.call(&["kill", &id, "TERM"]);
+                    self.call(&["kill", &id, "TERM"], &said);
                 }
                 _ => {}
             }
-            self.call(&["delete", "--force", &id]);
+            self.call(&["delete", "--force", &id], &said);
+            let _ = fs::remove_file(said.with_extension("out"));
+            let _ = fs::remove_file(&said);
             if !started && Instant::now() >= until {
                 return String::new();
             }
@@ -199,7 +227,7 @@ fn sixty_four_loops_of_mixed_containers_leave_the_lease_table_exact() {
     std::thread::scope(|sc| {
         for (_, id) in last.iter().filter(|(_, id)| !id.is_empty()) {
             let storm = &storm;
-            sc.spawn(move || storm.call(&["delete", "--force", id]));
+            sc.spawn(move || storm.call_noting(&["delete", "--force", id], None));
         }
     });
     let failures = storm.failures.lock().unwrap().clone();

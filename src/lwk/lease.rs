@@ -175,10 +175,17 @@ pub fn lease_key(root: &Path, id: &str) -> Result<String, LeaseError> {
     Ok(format!("{id}.{h:08x}"))
 }
 
-/// The process `pid` started at `start` still runs (one that is exiting, or a zombie,
-/// has ended).
+/// The process `pid` started at `start` still runs, or is exiting and has not yet let go
+/// of what its container held (see [`crate::host::exit_unfinished`]). A zombie, or an
+/// exiting init whose namespace holds nothing any more, has ended: the init of a PID
+/// namespace stays exiting until the host reaps every other process of it, which may
+/// take seconds. Dropping the lease of a container whose launcher still holds its pid
+/// slot or reservation would give them to the next container (McKernel refuses a second
+/// launcher with the same pid) or fail the teardown.
 pub fn alive(pid: i32, start: u64) -> bool {
-    crate::host::proc_stat(pid).is_some_and(|s| s.start_time == start && !s.ending())
+    crate::host::proc_stat(pid).is_some_and(|s| {
+        s.start_time == start && (!s.ending() || crate::host::exit_unfinished(pid))
+    })
 }
 
 /// This process, as a lease records its owner.
